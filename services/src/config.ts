@@ -1,0 +1,62 @@
+import { hostname } from "node:os";
+import { env, loadConfig } from "@chat/shared";
+import { z } from "zod";
+
+/** Every setting of a chat node, from the environment, with defaults for one machine. */
+export const nodeConfigSchema = z.object({
+  HOST: env.string("127.0.0.1"),
+  PORT: env.int(4001, 0, 65535),
+  /** Names this node in logs, metrics and the X-Chat-Node header. */
+  NODE_ID: env.string(hostname()),
+  LOG_LEVEL: env.logLevel(),
+
+  DATABASE_URL: env.url("postgres://chat@127.0.0.1:5432/chat"),
+  /** History reads go here; unset or "none" sends them to the primary. */
+  DATABASE_REPLICA_URL: z
+    .union([z.literal("none"), z.url()])
+    .default("postgres://chat@127.0.0.1:5433/chat"),
+  PG_POOL_MAX: env.int(10, 1, 1000),
+  PG_CONNECT_TIMEOUT_MS: env.int(2000, 100),
+  PG_STATEMENT_TIMEOUT_MS: env.int(5000, 100),
+  /** How long a failed replica is left alone before reads try it again. */
+  REPLICA_RETRY_MS: env.int(2000, 100),
+
+  REDIS_URL: env.url("redis://127.0.0.1:6379"),
+
+  TOKEN_SECRET: env.string("dev-only-secret-change-me"),
+  TOKEN_TTL_S: env.int(7 * 24 * 3600, 60),
+  /** When true, requests without a token are refused (401) instead of served as guests. */
+  REQUIRE_TOKEN: env.bool(false),
+  MAX_NAME_CHARS: env.int(32, 1, 256),
+
+  /** Largest message body, in UTF-8 bytes. */
+  MAX_MESSAGE_BYTES: env.int(4096, 1, 1_048_576),
+  /** Largest HTTP request body, in bytes. */
+  MAX_REQUEST_BYTES: env.int(16_384, 256, 10_485_760),
+  HISTORY_DEFAULT_LIMIT: env.int(100, 1, 10_000),
+  HISTORY_MAX_LIMIT: env.int(1000, 1, 10_000),
+  LONGPOLL_MAX_WAIT_S: env.int(30, 1, 300),
+  /** Wait used by the thesis route /chat/poll, which takes no wait parameter. */
+  THESIS_POLL_WAIT_S: env.int(25, 1, 300),
+  SSE_HEARTBEAT_MS: env.int(15_000, 100),
+  /** A stream whose client has not read this many messages is closed; the client resumes. */
+  SSE_MAX_QUEUED_MESSAGES: env.int(1000, 1),
+
+  /** Delay before a gap in the live stream is filled from Postgres (lets a reordered publish land). */
+  GAP_FILL_DELAY_MS: env.int(25, 0, 10_000),
+  /** How often each node checks room heads in Postgres to catch publishes Redis lost. */
+  SWEEP_INTERVAL_MS: env.int(2000, 50),
+  /** The same while Redis is down: cross-node delivery then runs on this. */
+  DEGRADED_SWEEP_INTERVAL_MS: env.int(200, 20),
+  /** How long a room's feed outlives its last local subscriber (long polls come and go). */
+  FEED_LINGER_MS: env.int(30_000, 0),
+
+  /** Upper bound on a graceful drain after SIGTERM before the process exits anyway. */
+  DRAIN_TIMEOUT_MS: env.int(10_000, 0),
+});
+
+export type NodeConfig = z.infer<typeof nodeConfigSchema>;
+
+export function loadNodeConfig(source: NodeJS.ProcessEnv = process.env): NodeConfig {
+  return loadConfig(nodeConfigSchema, source);
+}

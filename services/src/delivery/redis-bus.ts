@@ -1,0 +1,163 @@
+import type { Logger, Message } from "@chat/shared";
+import { Redis } from "ioredis";
+import type { NodeMetrics } from "../metrics.ts";
+
+/** What travels on a room's Redis channel: the stored message and when it was committed. */
+interface Envelope {
+  message: Message;
+  /** Epoch ms right after commit on the publishing node; measures commit-to-delivery. */
+  committedAt: number;
+  node: string;
+}
+
+export interface BusEvents {
+  onMessage(message: Message, committedAt: number): void;
+  /** The subscriber connection is (again) live: publishes seen from now on are complete. */
+  onUp(): void;
+  onDown(): void;
+}
+
+const channelFor = (room: string) => `chat:room:${room}`;
+const roomOf = (channel: string) => channel.slice("chat:room:".length);
+
+/**
+ * Redis pub/sub between nodes. One publisher and one subscriber connection per node,
+ * whatever the number of clients; the node subscribes only to rooms it has local
+ * subscribers in. Publishing is best effort: a lost publish is a gap the feeds fill
+ * from Postgres, so it never queues while Redis is away.
+ */
+export class RedisBus {
+  readonly #publisher: Redis;
+  readonly #subscriber: Redis;
+  readonly #rooms = new Set<string>();
+  readonly #nodeId: string;
+  readonly #metrics: NodeMetrics;
+  readonly #log: Logger;
+  #events: BusEvents | undefined;
+  #up = false;
+
+  constructor(url: string, nodeId: string, metrics: NodeMetrics, log: Logger) {
+    this.#nodeId = nodeId;
+    this.#metrics = metrics;
+    this.#log = log;
+    const options = {
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      connectTimeout: 2000,
+      // Reconnect fast and forever: fan-out falls back to Postgres until this succeeds.
+      retryStrategy: (attempt: number) => Math.min(100 * attempt, 1000),
+      connectionName: `chat-node:${nodeId}`,
+    };
+    this.#publisher = new Redis(url, options);
+    this.#subscriber = new Redis(url, { ...options, autoResubscribe: false });
+    this.#watch(this.#publisher, "publish");
+    this.#watch(this.#subscriber, "subscribe");
+    this.#subscriber.on("ready", () => void this.#resubscribe());
+    this.#subscriber.on("close", () => this.#setUp(false));
+    this.#subscriber.on("message", (channel: string, payload: string) =>
+      this.#receive(channel, payload),
+    );
+  }
+
+  get up(): boolean {
+    return this.#up;
+  }
+
+  /** Connects in the background; the node serves (degraded) while Redis is unreachable. */
+  start(events: BusEvents): void {
+    this.#events = events;
+    for (const client of [this.#publisher, this.#subscriber]) {
+      client
+        .connect()
+        .catch((error: unknown) => this.#log.warn({ err: error }, "Redis connect failed"));
+    }
+  }
+
+  async publish(message: Message, committedAt: number): Promise<void> {
+    const envelope: Envelope = { message, committedAt, node: this.#nodeId };
+    try {
+      await this.#publisher.publish(channelFor(message.room), JSON.stringify(envelope));
+    } catch (error) {
+      this.#metrics.redisErrors.inc({ op: "publish" });
+      this.#log.debug({ err: error }, "publish failed; other nodes will read it from Postgres");
+    }
+  }
+
+  async follow(room: string): Promise<void> {
+    this.#rooms.add(room);
+    if (this.#up)
+      await this.#command("subscribe", () => this.#subscriber.subscribe(channelFor(room)));
+  }
+
+  async unfollow(room: string): Promise<void> {
+    this.#rooms.delete(room);
+    if (this.#up)
+      await this.#command("unsubscribe", () => this.#subscriber.unsubscribe(channelFor(room)));
+  }
+
+  async ping(): Promise<boolean> {
+    return this.#publisher.ping().then(
+      () => true,
+      () => false,
+    );
+  }
+
+  async close(): Promise<void> {
+    this.#events = undefined;
+    this.#publisher.disconnect();
+    this.#subscriber.disconnect();
+  }
+
+  async #resubscribe(): Promise<void> {
+    const channels = [...this.#rooms].map(channelFor);
+    if (channels.length > 0) {
+      const ok = await this.#command("subscribe", () => this.#subscriber.subscribe(...channels));
+      if (!ok) return;
+    }
+    this.#setUp(true);
+  }
+
+  #setUp(up: boolean): void {
+    if (up === this.#up) return;
+    this.#up = up;
+    this.#metrics.redisUp.set(up ? 1 : 0);
+    this.#log.info(
+      { redis: up ? "up" : "down" },
+      up ? "Redis fan-out live" : "Redis lost; fan-out falls back to Postgres",
+    );
+    if (up) this.#events?.onUp();
+    else this.#events?.onDown();
+  }
+
+  #receive(channel: string, payload: string): void {
+    let envelope: Envelope;
+    try {
+      envelope = JSON.parse(payload) as Envelope;
+    } catch (error) {
+      this.#metrics.redisErrors.inc({ op: "decode" });
+      this.#log.warn({ err: error, channel }, "undecodable publish ignored");
+      return;
+    }
+    if (envelope.message?.room !== roomOf(channel)) return;
+    this.#events?.onMessage(envelope.message, envelope.committedAt);
+  }
+
+  async #command(op: string, run: () => Promise<unknown>): Promise<boolean> {
+    try {
+      await run();
+      return true;
+    } catch (error) {
+      this.#metrics.redisErrors.inc({ op });
+      this.#log.warn({ err: error, op }, "Redis command failed");
+      return false;
+    }
+  }
+
+  #watch(client: Redis, role: string): void {
+    client.on("error", (error: Error) => {
+      this.#metrics.redisErrors.inc({ op: `${role}-connection` });
+      this.#log.debug({ err: error, role }, "Redis connection error");
+    });
+  }
+}

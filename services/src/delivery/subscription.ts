@@ -1,0 +1,85 @@
+import type { Message } from "@chat/shared";
+
+/** A delivered message with its JSON encoded once for every subscriber that sends it. */
+export interface Delivery {
+  readonly message: Message;
+  readonly json: string;
+}
+
+export function toDelivery(message: Message): Delivery {
+  let json: string | undefined;
+  return {
+    message,
+    get json() {
+      json ??= JSON.stringify(message);
+      return json;
+    },
+  };
+}
+
+export type Deliver = (delivery: Delivery) => void;
+
+/**
+ * One local subscriber's view of a room: every message after its cursor, exactly once and in
+ * seq order. While it replays history from storage, live messages wait in a queue; going
+ * live flushes the queue past whatever the replay already covered.
+ */
+export class Subscription {
+  readonly room: string;
+  #cursor: number;
+  #queue: Delivery[] | null = [];
+  #closed = false;
+  readonly #deliver: Deliver;
+  readonly #onClose: (subscription: Subscription) => void;
+
+  constructor(room: string, cursor: number, deliver: Deliver, onClose: (s: Subscription) => void) {
+    this.room = room;
+    this.#cursor = cursor;
+    this.#deliver = deliver;
+    this.#onClose = onClose;
+  }
+
+  /** The last seq this subscriber has been given. */
+  get cursor(): number {
+    return this.#cursor;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Called by the room feed, in seq order, for every live message. */
+  receive(delivery: Delivery): void {
+    if (this.#queue) this.#queue.push(delivery);
+    else this.#give(delivery);
+  }
+
+  /** Called by the replay, in seq order, for stored messages. */
+  replay(delivery: Delivery): void {
+    this.#give(delivery);
+  }
+
+  /** Skips straight to `seq` without delivering: a subscriber that joins "from now". */
+  startAt(seq: number): void {
+    this.#cursor = Math.max(this.#cursor, seq);
+  }
+
+  goLive(): void {
+    const queued = this.#queue ?? [];
+    this.#queue = null;
+    for (const delivery of queued) this.#give(delivery);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#queue = null;
+    this.#onClose(this);
+  }
+
+  #give(delivery: Delivery): void {
+    if (this.#closed || delivery.message.seq <= this.#cursor) return;
+    this.#cursor = delivery.message.seq;
+    this.#deliver(delivery);
+  }
+}

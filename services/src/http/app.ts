@@ -1,0 +1,68 @@
+import { ChatError } from "@chat/shared";
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { routePath } from "hono/route";
+import { authenticate } from "../identity/auth.ts";
+import { sessionRoutes } from "../identity/routes.ts";
+import { healthRoutes } from "../lifecycle/health.ts";
+import { roomRoutes } from "../rooms/routes.ts";
+import { messageRoutes } from "../transports/http-messages.ts";
+import { sseRoutes } from "../transports/sse.ts";
+import { thesisRoutes } from "../transports/thesis.ts";
+import type { App, AppEnv, NodeServices } from "./context.ts";
+import { errorResponse, notFound } from "./errors.ts";
+
+const OPERATIONS = new Set(["/healthz", "/readyz", "/metrics"]);
+
+/** The node's HTTP surface: cross-cutting middleware, then each feature's routes. */
+export function createApp(services: NodeServices): App {
+  const { config, metrics, drainer, tokens, log } = services;
+  const app = new Hono<AppEnv>();
+
+  app.use(async (c, next) => {
+    await next();
+    const route = routePath(c, -1);
+    metrics.httpRequests.inc({
+      method: c.req.method,
+      route: route.endsWith("*") ? "unmatched" : route,
+      status: c.res.status,
+    });
+    c.header("X-Chat-Node", config.NODE_ID);
+  });
+
+  // A draining node refuses new work with a retryable 503 that the gateway retries elsewhere.
+  app.use(async (c, next) => {
+    if (drainer.draining && !OPERATIONS.has(c.req.path)) {
+      c.header("Connection", "close");
+      throw new ChatError("draining", "this node is shutting down; retry", { retryAfter: 1 });
+    }
+    await next();
+  });
+
+  const limitBody = bodyLimit({
+    maxSize: config.MAX_REQUEST_BYTES,
+    onError: () => {
+      throw new ChatError(
+        "payload_too_large",
+        `the request body is over ${config.MAX_REQUEST_BYTES} bytes (MAX_REQUEST_BYTES)`,
+      );
+    },
+  });
+  const auth = authenticate(tokens, config.REQUIRE_TOKEN);
+  for (const path of ["/api/*", "/chat/*"]) app.use(path, limitBody);
+  for (const path of ["/api/rooms", "/api/rooms/*", "/chat/*"]) app.use(path, auth);
+
+  for (const routes of [
+    healthRoutes,
+    sessionRoutes,
+    roomRoutes,
+    messageRoutes,
+    sseRoutes,
+    thesisRoutes,
+  ]) {
+    routes(app, services);
+  }
+  app.notFound(notFound);
+  app.onError((error, c) => errorResponse(error, c, log));
+  return app;
+}

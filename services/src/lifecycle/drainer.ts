@@ -1,0 +1,68 @@
+import type { NodeMetrics } from "../metrics.ts";
+
+export type Transport = "sse" | "longpoll";
+
+/**
+ * The node's open long-lived work and its draining state. A stream registers how to end
+ * itself; on drain each one is told to finish now with a reconnect hint, and `idle`
+ * resolves once they have all gone.
+ */
+export class Drainer {
+  #draining = false;
+  readonly #open = new Map<symbol, () => void>();
+  readonly #waiters = new Set<() => void>();
+  readonly #metrics: NodeMetrics;
+  readonly #whenDraining: Promise<void>;
+  #startDraining!: () => void;
+
+  constructor(metrics: NodeMetrics) {
+    this.#metrics = metrics;
+    this.#whenDraining = new Promise((resolve) => {
+      this.#startDraining = resolve;
+    });
+  }
+
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /** Resolves when the drain begins; long polls race it to answer early. */
+  get whenDraining(): Promise<void> {
+    return this.#whenDraining;
+  }
+
+  /** Registers an open stream; call the returned function when it ends. */
+  track(transport: Transport, endForDrain: () => void): () => void {
+    const key = Symbol(transport);
+    this.#open.set(key, endForDrain);
+    this.#metrics.openStreams.inc({ transport });
+    return () => {
+      if (!this.#open.delete(key)) return;
+      this.#metrics.openStreams.dec({ transport });
+      if (this.#open.size === 0) for (const wake of this.#waiters) wake();
+    };
+  }
+
+  /** Marks the node draining and asks every open stream to end. */
+  drain(): void {
+    if (this.#draining) return;
+    this.#draining = true;
+    this.#metrics.draining.set(1);
+    this.#startDraining();
+    for (const end of this.#open.values()) end();
+  }
+
+  /** Resolves when no stream is open, or after `timeoutMs`. */
+  idle(timeoutMs: number): Promise<void> {
+    if (this.#open.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#waiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.#waiters.add(done);
+    });
+  }
+}

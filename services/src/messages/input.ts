@@ -1,0 +1,64 @@
+import { ChatError } from "@chat/shared";
+import { z } from "zod";
+import type { NodeConfig } from "../config.ts";
+
+/** The identifying parts of a send, as every transport hands them over. */
+export interface SendInput {
+  body: string;
+  clientId: string | null;
+}
+
+const CLIENT_ID = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[\x21-\x7e]+$/, "must be 1-128 printable ASCII characters without spaces");
+
+/** Validates a send: the body's size in bytes, no NUL (Postgres text cannot hold it), a sane id. */
+export function parseSendInput(
+  raw: { body: unknown; clientId: unknown },
+  config: NodeConfig,
+): SendInput {
+  const body = raw.body;
+  if (typeof body !== "string" || body.trim() === "") {
+    throw new ChatError("bad_request", "body must be a non-empty string");
+  }
+  if (body.includes("\u0000"))
+    throw new ChatError("bad_request", "body must not contain NUL characters");
+  const bytes = Buffer.byteLength(body, "utf8");
+  if (bytes > config.MAX_MESSAGE_BYTES) {
+    throw new ChatError(
+      "payload_too_large",
+      `body is ${bytes} bytes; the limit is ${config.MAX_MESSAGE_BYTES} (MAX_MESSAGE_BYTES)`,
+    );
+  }
+  if (raw.clientId === undefined || raw.clientId === null) return { body, clientId: null };
+  const clientId = CLIENT_ID.safeParse(raw.clientId);
+  if (!clientId.success) {
+    throw new ChatError(
+      "bad_request",
+      `client_id ${clientId.error.issues[0]?.message ?? "is invalid"}`,
+    );
+  }
+  return { body, clientId: clientId.data };
+}
+
+/** Query of history, short poll and long poll: `after`, `limit`, `wait`. */
+export function historyQuerySchema(config: NodeConfig) {
+  const count = (max: number) => z.coerce.number().int().min(0).max(max);
+  return z.object({
+    after: count(Number.MAX_SAFE_INTEGER).default(0),
+    limit: count(config.HISTORY_MAX_LIMIT).min(1).default(config.HISTORY_DEFAULT_LIMIT),
+    wait: z.coerce.number().min(0).max(config.LONGPOLL_MAX_WAIT_S).default(0),
+  });
+}
+
+/** Parses with a zod schema; a failure is a 400 naming the field and the rule. */
+export function parseOr400<S extends z.ZodType>(schema: S, value: unknown): z.infer<S> {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const detail = result.error.issues
+    .map((issue) => `${issue.path.join(".") || "value"}: ${issue.message}`)
+    .join("; ");
+  throw new ChatError("bad_request", detail);
+}

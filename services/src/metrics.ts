@@ -1,0 +1,88 @@
+import { createRegistry, LATENCY_MS_BUCKETS } from "@chat/shared";
+import { Counter, Gauge, Histogram } from "prom-client";
+
+/**
+ * Every metric a node exports, on its own registry under the `chat_` prefix. Labels are
+ * bounded sets (route patterns, transports, reasons): never room names or user ids.
+ */
+export function createNodeMetrics(nodeId: string) {
+  const registry = createRegistry("chat_", { node: nodeId });
+  const registers = [registry];
+  return {
+    registry,
+    httpRequests: new Counter({
+      name: "chat_http_requests_total",
+      help: "HTTP requests answered, by method, route pattern and status",
+      labelNames: ["method", "route", "status"] as const,
+      registers,
+    }),
+    openStreams: new Gauge({
+      name: "chat_open_streams",
+      help: "Open long-lived client connections, by transport",
+      labelNames: ["transport"] as const,
+      registers,
+    }),
+    messagesStored: new Counter({
+      name: "chat_messages_stored_total",
+      help: "Messages committed to Postgres by this node",
+      registers,
+    }),
+    duplicateSends: new Counter({
+      name: "chat_duplicate_sends_total",
+      help: "Sends whose client id was already stored; the original was returned",
+      registers,
+    }),
+    messagesDelivered: new Counter({
+      name: "chat_messages_delivered_total",
+      help: "Messages handed to local room feeds in seq order, by how they arrived",
+      labelNames: ["source"] as const,
+      registers,
+    }),
+    deliveryLatency: new Histogram({
+      name: "chat_delivery_latency_ms",
+      help: "Milliseconds from commit to delivery to this node's local subscribers",
+      buckets: LATENCY_MS_BUCKETS,
+      registers,
+    }),
+    gapFills: new Counter({
+      name: "chat_gap_fills_total",
+      help: "Reads from Postgres that filled a gap in a room's live stream",
+      registers,
+    }),
+    redisErrors: new Counter({
+      name: "chat_redis_errors_total",
+      help: "Redis errors, by operation",
+      labelNames: ["op"] as const,
+      registers,
+    }),
+    redisUp: new Gauge({
+      name: "chat_redis_up",
+      help: "1 while the node's Redis subscriber is connected, 0 while fan-out runs on Postgres",
+      registers,
+    }),
+    postgresErrors: new Counter({
+      name: "chat_postgres_errors_total",
+      help: "Postgres errors, by pool",
+      labelNames: ["pool"] as const,
+      registers,
+    }),
+    replicaFallbacks: new Counter({
+      name: "chat_replica_fallbacks_total",
+      help: "History reads sent to the primary instead of the replica, by reason",
+      labelNames: ["reason"] as const,
+      registers,
+    }),
+    activeFeeds: new Gauge({
+      name: "chat_room_feeds",
+      help: "Rooms this node currently follows for local subscribers",
+      registers,
+    }),
+    draining: new Gauge({
+      name: "chat_draining",
+      help: "1 once the node has started draining",
+      registers,
+    }),
+  };
+}
+
+export type NodeMetrics = ReturnType<typeof createNodeMetrics>;

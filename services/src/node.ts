@@ -1,0 +1,64 @@
+import type { AddressInfo } from "node:net";
+import type { Logger } from "@chat/shared";
+import { type ServerType, serve } from "@hono/node-server";
+import type { NodeConfig } from "./config.ts";
+import { DeliveryHub } from "./delivery/hub.ts";
+import { RedisBus } from "./delivery/redis-bus.ts";
+import { createApp } from "./http/app.ts";
+import type { NodeServices } from "./http/context.ts";
+import { TokenIssuer } from "./identity/tokens.ts";
+import { Drainer } from "./lifecycle/drainer.ts";
+import { Chat } from "./messages/chat.ts";
+import { createNodeMetrics } from "./metrics.ts";
+import { Database } from "./storage/database.ts";
+import { MessageStore } from "./storage/message-store.ts";
+import { migrate } from "./storage/migrate.ts";
+
+export interface ChatNode {
+  readonly services: NodeServices;
+  /** Migrates, connects and listens; resolves with the bound port. */
+  start(): Promise<number>;
+  /** Drains (readiness false, streams told to reconnect, in-flight finished) and closes. */
+  stop(): Promise<void>;
+}
+
+/** The composition root: builds every part of a node from its config, in dependency order. */
+export function createChatNode(config: NodeConfig, log: Logger): ChatNode {
+  const metrics = createNodeMetrics(config.NODE_ID);
+  const db = new Database(config, metrics, log);
+  const bus = new RedisBus(config.REDIS_URL, config.NODE_ID, metrics, log);
+  const store = new MessageStore(db, metrics);
+  const hub = new DeliveryHub({ store, bus, config, metrics, log });
+  const chat = new Chat(store, hub);
+  const tokens = new TokenIssuer({ secret: config.TOKEN_SECRET, ttlSeconds: config.TOKEN_TTL_S });
+  const drainer = new Drainer(metrics);
+  const services: NodeServices = { config, log, metrics, db, bus, store, chat, tokens, drainer };
+  let server: ServerType | undefined;
+
+  return {
+    services,
+    async start() {
+      await migrate(db.primary, log);
+      hub.start();
+      const app = createApp(services);
+      const bound = await new Promise<AddressInfo>((resolve) => {
+        server = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST }, resolve);
+      });
+      server?.on("error", (error) => log.error({ err: error }, "HTTP server error"));
+      return bound.port;
+    },
+    async stop() {
+      drainer.drain();
+      const closed = new Promise<void>((resolve) =>
+        server ? server.close(() => resolve()) : resolve(),
+      );
+      await Promise.race([
+        Promise.all([drainer.idle(config.DRAIN_TIMEOUT_MS), closed]),
+        new Promise((resolve) => setTimeout(resolve, config.DRAIN_TIMEOUT_MS)),
+      ]);
+      if (server && "closeAllConnections" in server) server.closeAllConnections();
+      await hub.close();
+      await db.close();
+    },
+  };
+}
