@@ -51,6 +51,11 @@ export const nodeConfigSchema = z.object({
   /** How long a room's feed outlives its last local subscriber (long polls come and go). */
   FEED_LINGER_MS: env.int(30_000, 0),
 
+  /** How long a starting node waits for the Postgres primary before giving up. */
+  STARTUP_TIMEOUT_MS: env.int(30_000, 0),
+  /** After SIGTERM, how long the node keeps answering (readiness false, new work refused with a
+   * retryable 503) before it stops listening: time for the gateway's health checks to notice. */
+  DRAIN_GRACE_MS: env.int(1000, 0, 60_000),
   /** Upper bound on a graceful drain after SIGTERM before the process exits anyway. */
   DRAIN_TIMEOUT_MS: env.int(10_000, 0),
 });

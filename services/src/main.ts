@@ -31,10 +31,13 @@ async function shutdown(signal: string): Promise<void> {
   if (stopping) return;
   stopping = true;
   log.info({ signal, boundMs: config.DRAIN_TIMEOUT_MS }, "draining");
-  const deadline = setTimeout(() => {
-    log.warn("drain bound reached; exiting");
-    process.exit(1);
-  }, config.DRAIN_TIMEOUT_MS + 2000);
+  const deadline = setTimeout(
+    () => {
+      log.warn("drain bound reached; exiting");
+      process.exit(1);
+    },
+    config.DRAIN_GRACE_MS + config.DRAIN_TIMEOUT_MS + 2000,
+  );
   deadline.unref();
   await node.stop();
   log.info("drained; exiting");

@@ -14,6 +14,8 @@ import { Database } from "./storage/database.ts";
 import { MessageStore } from "./storage/message-store.ts";
 import { migrate } from "./storage/migrate.ts";
 
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
 export interface ChatNode {
   readonly services: NodeServices;
   /** Migrates, connects and listens; resolves with the bound port. */
@@ -38,27 +40,44 @@ export function createChatNode(config: NodeConfig, log: Logger): ChatNode {
   return {
     services,
     async start() {
-      await migrate(db.primary, log);
+      await migrateWhenReachable(db, config.STARTUP_TIMEOUT_MS, log);
       hub.start();
       const app = createApp(services);
-      const bound = await new Promise<AddressInfo>((resolve) => {
+      const bound = await new Promise<AddressInfo>((resolve, reject) => {
         server = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST }, resolve);
+        server.once("error", reject);
       });
       server?.on("error", (error) => log.error({ err: error }, "HTTP server error"));
       return bound.port;
     },
     async stop() {
       drainer.drain();
+      await sleep(config.DRAIN_GRACE_MS);
       const closed = new Promise<void>((resolve) =>
         server ? server.close(() => resolve()) : resolve(),
       );
       await Promise.race([
         Promise.all([drainer.idle(config.DRAIN_TIMEOUT_MS), closed]),
-        new Promise((resolve) => setTimeout(resolve, config.DRAIN_TIMEOUT_MS)),
+        sleep(config.DRAIN_TIMEOUT_MS),
       ]);
       if (server && "closeAllConnections" in server) server.closeAllConnections();
       await hub.close();
       await db.close();
     },
   };
+}
+
+/** Nodes may start before Postgres accepts connections (compose, a restart): retry until the bound. */
+async function migrateWhenReachable(db: Database, timeoutMs: number, log: Logger): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await migrate(db.primary, log);
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      log.warn({ err: error }, "cannot migrate yet; retrying");
+      await sleep(500);
+    }
+  }
 }

@@ -1,0 +1,293 @@
+import { chmodSync, mkdirSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { ensureBinaries } from "./binaries.ts";
+import { type PostgresSetup, postgresUrl, startPrimary, startReplica } from "./postgres.ts";
+import { ManagedProcess } from "./process.ts";
+import { startRedis } from "./redis.ts";
+
+/** The repository root: nodes run from here so `--import tsx` and workspace packages resolve. */
+export const REPO_ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
+
+export interface ClusterPorts {
+  redis: number;
+  primary: number;
+  replica: number;
+  /** Nodes listen on firstNode, firstNode + 1, … */
+  firstNode: number;
+}
+
+export const DEFAULT_PORTS: ClusterPorts = {
+  redis: 6379,
+  primary: 5432,
+  replica: 5433,
+  firstNode: 4001,
+};
+
+export interface ClusterOptions {
+  nodes?: number;
+  dataDir?: string;
+  /** Fixed ports (defaults above), or "auto": free ports picked for a cluster of its own. */
+  ports?: Partial<ClusterPorts> | "auto";
+  /** Extra environment for every node. */
+  nodeEnv?: Record<string, string>;
+  /** The node's stdout/stderr: this terminal (the CLI), or <dataDir>/logs/node-<i>.log (tests). */
+  nodeOutput?: "inherit" | "pipe-to-file";
+  /** The node entry point, relative to the repository root. */
+  nodeEntry?: string;
+  /** Delete dataDir on stop (tests use a temp folder). */
+  removeDataOnStop?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface NodeHandle {
+  readonly index: number;
+  readonly port: number;
+  readonly url: string;
+  readonly running: boolean;
+  readonly pid: number | undefined;
+}
+
+/** Where each service of a running cluster listens, and how to break and mend it. */
+export interface Cluster {
+  readonly dataDir: string;
+  readonly redisUrl: string;
+  readonly primaryUrl: string;
+  readonly replicaUrl: string;
+  readonly nodes: readonly NodeHandle[];
+  nodeUrl(index: number): string;
+  startNode(index: number): Promise<void>;
+  stopNode(index: number, signal?: NodeJS.Signals): Promise<void>;
+  addNode(): Promise<NodeHandle>;
+  stopRedis(signal?: NodeJS.Signals): Promise<void>;
+  startRedis(): Promise<void>;
+  stopReplica(): Promise<void>;
+  startReplica(): Promise<void>;
+  stopPrimary(): Promise<void>;
+  startPrimary(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Starts Redis, the Postgres primary and replica, then the nodes (in parallel), all ready. */
+export async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
+  const log = options.log ?? (() => {});
+  const dataDir = options.dataDir ?? join(REPO_ROOT, ".data", "cluster");
+  const logDir = join(dataDir, "logs");
+  mkdirSync(logDir, { recursive: true });
+  chmodSync(dataDir, 0o755); // the postgres user must reach its folders inside
+  const ports = await resolvePorts(options.ports, options.nodes ?? 4);
+  const binaries = ensureBinaries(log);
+  const pgSetup: PostgresSetup = {
+    bin: binaries.postgres,
+    dataDir,
+    logDir,
+    runAs: process.getuid?.() === 0 ? "postgres" : undefined,
+  };
+  const cluster = new LocalCluster({
+    options,
+    dataDir,
+    logDir,
+    ports,
+    pgSetup,
+    redisBinary: binaries.redis,
+    log,
+  });
+  try {
+    await cluster.boot(options.nodes ?? 4);
+  } catch (error) {
+    await cluster.stop();
+    throw error;
+  }
+  return cluster;
+}
+
+interface ClusterParts {
+  options: ClusterOptions;
+  dataDir: string;
+  logDir: string;
+  ports: ClusterPorts & { nodes?: number[] };
+  pgSetup: PostgresSetup;
+  redisBinary: string;
+  log: (line: string) => void;
+}
+
+class LocalCluster implements Cluster {
+  readonly dataDir: string;
+  readonly redisUrl: string;
+  readonly primaryUrl: string;
+  readonly replicaUrl: string;
+  readonly #nodes: ChatNodeProcess[] = [];
+  readonly #parts: ClusterParts;
+  #redis: ManagedProcess | undefined;
+  #primary: ManagedProcess | undefined;
+  #replica: ManagedProcess | undefined;
+  #stopped = false;
+
+  constructor(parts: ClusterParts) {
+    this.#parts = parts;
+    this.dataDir = parts.dataDir;
+    this.redisUrl = `redis://127.0.0.1:${parts.ports.redis}`;
+    this.primaryUrl = postgresUrl(parts.ports.primary);
+    this.replicaUrl = postgresUrl(parts.ports.replica);
+  }
+
+  get nodes(): readonly NodeHandle[] {
+    return this.#nodes;
+  }
+
+  async boot(nodeCount: number): Promise<void> {
+    const { log } = this.#parts;
+    await Promise.all([this.startRedis(), this.startPrimary()]);
+    log(`redis on ${this.redisUrl}, postgres primary on ${this.primaryUrl}`);
+    await this.startReplica();
+    log(`postgres replica on ${this.replicaUrl}`);
+    await Promise.all(Array.from({ length: nodeCount }, () => this.addNode()));
+  }
+
+  nodeUrl(index: number): string {
+    return this.#node(index).url;
+  }
+
+  async startNode(index: number): Promise<void> {
+    await this.#node(index).start();
+  }
+
+  async stopNode(index: number, signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
+    await this.#node(index).process.stop(signal);
+  }
+
+  async addNode(): Promise<NodeHandle> {
+    const index = this.#nodes.length;
+    const port = this.#parts.ports.nodes?.[index] ?? this.#parts.ports.firstNode + index;
+    const node = new ChatNodeProcess(index, port, this.#nodeEnv(index, port), this.#parts);
+    this.#nodes.push(node);
+    await node.start();
+    this.#parts.log(`node-${index} on ${node.url}`);
+    return node;
+  }
+
+  async startRedis(): Promise<void> {
+    const { redisBinary, dataDir, logDir, ports } = this.#parts;
+    this.#redis = await startRedis(redisBinary, dataDir, logDir, ports.redis);
+  }
+
+  async stopRedis(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+    await this.#redis?.stop(signal);
+  }
+
+  async startPrimary(): Promise<void> {
+    this.#primary = await startPrimary(this.#parts.pgSetup, this.#parts.ports.primary);
+  }
+
+  /** SIGINT is Postgres's fast shutdown: clients are disconnected, nothing committed is lost. */
+  async stopPrimary(): Promise<void> {
+    await this.#primary?.stop("SIGINT");
+  }
+
+  async startReplica(): Promise<void> {
+    const { pgSetup, ports } = this.#parts;
+    this.#replica = await startReplica(pgSetup, ports.replica, ports.primary);
+  }
+
+  async stopReplica(): Promise<void> {
+    await this.#replica?.stop("SIGINT");
+  }
+
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    await Promise.all(this.#nodes.map((node) => node.process.stop("SIGTERM", 5000)));
+    await this.stopReplica();
+    await this.stopPrimary();
+    await this.stopRedis();
+    if (this.#parts.options.removeDataOnStop)
+      rmSync(this.dataDir, { recursive: true, force: true });
+  }
+
+  #node(index: number): ChatNodeProcess {
+    const node = this.#nodes[index];
+    if (!node) throw new Error(`no node ${index}; the cluster has ${this.#nodes.length}`);
+    return node;
+  }
+
+  #nodeEnv(index: number, port: number): NodeJS.ProcessEnv {
+    return {
+      ...process.env,
+      HOST: "127.0.0.1",
+      PORT: String(port),
+      NODE_ID: `node-${index}`,
+      DATABASE_URL: this.primaryUrl,
+      DATABASE_REPLICA_URL: this.replicaUrl,
+      REDIS_URL: this.redisUrl,
+      ...this.#parts.options.nodeEnv,
+    };
+  }
+}
+
+/** One chat node process; restartable on the same port. */
+class ChatNodeProcess implements NodeHandle {
+  readonly index: number;
+  readonly port: number;
+  readonly url: string;
+  readonly process: ManagedProcess;
+
+  constructor(index: number, port: number, env: NodeJS.ProcessEnv, parts: ClusterParts) {
+    this.index = index;
+    this.port = port;
+    this.url = `http://127.0.0.1:${port}`;
+    const { nodeOutput = "inherit", nodeEntry = "services/src/main.ts" } = parts.options;
+    this.process = new ManagedProcess({
+      name: `node-${index}`,
+      command: process.execPath,
+      args: ["--import", "tsx", nodeEntry],
+      cwd: REPO_ROOT,
+      env,
+      output:
+        nodeOutput === "inherit" ? "inherit" : { file: join(parts.logDir, `node-${index}.log`) },
+    });
+  }
+
+  get running(): boolean {
+    return this.process.running;
+  }
+
+  get pid(): number | undefined {
+    return this.process.pid;
+  }
+
+  async start(): Promise<void> {
+    this.process.start();
+    await this.process.waitUntil(
+      "ready",
+      async () => (await fetch(`${this.url}/readyz`)).status === 200,
+    );
+  }
+}
+
+async function resolvePorts(
+  requested: ClusterOptions["ports"],
+  nodes: number,
+): Promise<ClusterPorts & { nodes?: number[] }> {
+  if (requested !== "auto") return { ...DEFAULT_PORTS, ...requested };
+  // Extra node ports leave room for addNode().
+  const free = await Promise.all(Array.from({ length: 3 + nodes + 4 }, findFreePort));
+  const [redis = 0, primary = 0, replica = 0, ...nodePorts] = free;
+  return { redis, primary, replica, firstNode: nodePorts[0] ?? 0, nodes: nodePorts };
+}
+
+/** A TCP port free on 127.0.0.1 right now. */
+export function findFreePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === "object" && address
+          ? resolve(address.port)
+          : reject(new Error("no port")),
+      );
+    });
+  });
+}

@@ -1,0 +1,132 @@
+import { randomUUID } from "node:crypto";
+import pg from "pg";
+import { describe, expect, it } from "vitest";
+import {
+  history,
+  range,
+  receive,
+  roundRobin,
+  sendReliably,
+  seqs,
+  sleep,
+} from "./support/clients.ts";
+import { freshRoom, liveNodes, useCluster } from "./support/cluster.ts";
+
+// A slow regular sweep, so only the Redis-down fallback and the catch-up on reconnect can deliver.
+const cluster = await useCluster({ nodes: 3, nodeEnv: { SWEEP_INTERVAL_MS: "60000" } });
+const anyLiveNode = roundRobin(liveNodes(cluster));
+
+/** Sends `count` messages, one every `intervalMs`, each retried with its client id until acknowledged. */
+async function chatter(room: string, count: number, intervalMs = 20): Promise<void> {
+  for (let i = 0; i < count; i++) {
+    await sendReliably(anyLiveNode, room, `m${i}`, randomUUID());
+    await sleep(intervalMs);
+  }
+}
+
+async function metric(url: string, name: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return text
+    .split("\n")
+    .filter((line) => line.startsWith(name))
+    .reduce((sum, line) => sum + Number(line.split(" ").at(-1)), 0);
+}
+
+describe("failures", () => {
+  it("SSE and pollers resume after their node is killed: nothing lost, nothing doubled", async () => {
+    const room = freshRoom("kill");
+    // Every client is on node 2 while it lives, then follows the "gateway" to a live node.
+    const victim = cluster.nodes[2];
+    const pick = () => (victim?.running ? victim.url : anyLiveNode());
+    const receivers = (["sse", "longpoll", "shortpoll"] as const).map((t) =>
+      receive(t, pick, room),
+    );
+    const sending = chatter(room, 60);
+    await sleep(400);
+    await cluster.stopNode(2, "SIGKILL");
+    await sending;
+    for (const receiver of receivers) {
+      await expect.poll(() => receiver.messages.length, { timeout: 20_000 }).toBe(60);
+      expect(seqs(receiver.messages), receiver.name).toEqual(range(1, 60));
+      receiver.close();
+    }
+    await cluster.startNode(2);
+  });
+
+  it("Redis killed mid-run and restarted: every message delivered once, in order", async () => {
+    const room = freshRoom("redis");
+    const receivers = cluster.nodes.map((node) => receive("sse", () => node.url, room));
+    const sending = chatter(room, 90);
+    await sleep(500);
+    await cluster.stopRedis("SIGKILL");
+    await sleep(1500); // sends keep committing; delivery runs on Postgres meanwhile
+    await cluster.startRedis();
+    await sending;
+    for (const receiver of receivers) {
+      await expect.poll(() => receiver.messages.length, { timeout: 20_000 }).toBe(90);
+      expect(seqs(receiver.messages)).toEqual(range(1, 90));
+      receiver.close();
+    }
+    expect(await metric(cluster.nodeUrl(0), "chat_redis_up")).toBe(1);
+  });
+
+  it("messages sent while Redis is down still reach other nodes", async () => {
+    const room = freshRoom("noredis");
+    const receiver = receive("sse", () => cluster.nodeUrl(1), room);
+    await sendReliably(() => cluster.nodeUrl(0), room, "before", randomUUID());
+    await expect.poll(() => receiver.messages.length, { timeout: 10_000 }).toBe(1);
+    await cluster.stopRedis("SIGKILL");
+    await sendReliably(() => cluster.nodeUrl(0), room, "while Redis is down", randomUUID());
+    await expect
+      .poll(() => receiver.messages.map((m) => m.body), { timeout: 10_000 })
+      .toEqual(["before", "while Redis is down"]);
+    await cluster.startRedis();
+    receiver.close();
+  });
+
+  it("replica stopped: history is still served, from the primary", async () => {
+    const room = freshRoom("replica");
+    for (let i = 0; i < 5; i++) await sendReliably(anyLiveNode, room, `r${i}`, randomUUID());
+    const fallbacksBefore = await metric(cluster.nodeUrl(1), "chat_replica_fallbacks_total");
+    await cluster.stopReplica();
+    try {
+      expect(seqs(await history(cluster.nodeUrl(1), room))).toEqual(range(1, 5));
+      expect(await metric(cluster.nodeUrl(1), "chat_replica_fallbacks_total")).toBeGreaterThan(
+        fallbacksBefore,
+      );
+      const ready = await (await fetch(`${cluster.nodeUrl(1)}/readyz`)).json();
+      expect(ready).toMatchObject({
+        status: "degraded",
+        checks: { primary: true, replica: false },
+      });
+    } finally {
+      await cluster.startReplica();
+    }
+  });
+
+  it("a replica that has not replayed the asked-for seq is skipped for the primary", async () => {
+    const room = freshRoom("lag");
+    const follower = receive("sse", () => cluster.nodeUrl(1), room); // node 1 learns the head live
+    const replica = new pg.Client({ connectionString: cluster.replicaUrl });
+    await replica.connect();
+    try {
+      await sendReliably(() => cluster.nodeUrl(0), room, "before pause", randomUUID());
+      await expect.poll(() => follower.messages.length, { timeout: 10_000 }).toBe(1);
+      await replica.query("SELECT pg_wal_replay_pause()");
+      await sendReliably(() => cluster.nodeUrl(0), room, "after pause", randomUUID());
+      await expect.poll(() => follower.messages.length, { timeout: 10_000 }).toBe(2);
+      const direct = await replica.query(
+        "SELECT count(*)::int AS n FROM messages WHERE room = $1",
+        [room],
+      );
+      expect(direct.rows[0].n).toBe(1); // the replica really is behind
+      expect((await history(cluster.nodeUrl(1), room, 1)).map((m) => m.body)).toEqual([
+        "after pause",
+      ]);
+    } finally {
+      await replica.query("SELECT pg_wal_replay_resume()");
+      await replica.end();
+      follower.close();
+    }
+  });
+});

@@ -1,0 +1,198 @@
+import { describe, expect, it } from "vitest";
+import { fixed, history, receive, send, seqs } from "./support/clients.ts";
+import { freshRoom, useCluster } from "./support/cluster.ts";
+
+const cluster = await useCluster({
+  nodes: 2,
+  nodeEnv: { MAX_MESSAGE_BYTES: "1000", MAX_REQUEST_BYTES: "4096" },
+});
+const node = () => cluster.nodeUrl(0);
+
+async function call(path: string, init: RequestInit = {}) {
+  const response = await fetch(`${node()}${path}`, init);
+  const text = await response.text();
+  return {
+    status: response.status,
+    body: text ? JSON.parse(text) : null,
+    headers: response.headers,
+  };
+}
+
+const postJson = (path: string, body: string, headers: Record<string, string> = {}) =>
+  call(path, { method: "POST", headers: { "content-type": "application/json", ...headers }, body });
+
+describe("guest identity", () => {
+  it("issues a signed token that every node accepts and that names the sender", async () => {
+    const session = await postJson("/api/session", JSON.stringify({ name: "  Ada  " }));
+    expect(session.status).toBe(201);
+    expect(session.body.user).toMatchObject({ name: "Ada", id: expect.stringMatching(/^u_/) });
+    const room = freshRoom("id");
+    const sent = await send(cluster.nodeUrl(1), room, "signed", { token: session.body.token });
+    expect(sent.message.user).toBe("Ada");
+    const viaQuery = await call(`/api/rooms/${room}/messages?token=${session.body.token}`);
+    expect(viaQuery.status).toBe(200);
+  });
+});
+
+describe("rooms", () => {
+  it("creates, lists and refuses duplicates; a send creates its room", async () => {
+    const name = freshRoom("made");
+    expect((await postJson("/api/rooms", JSON.stringify({ name }))).status).toBe(201);
+    expect((await postJson("/api/rooms", JSON.stringify({ name }))).body.error.code).toBe(
+      "room_exists",
+    );
+    const implicit = freshRoom("implicit");
+    await send(node(), implicit, "first");
+    const names = (await call("/api/rooms")).body.rooms.map((r: { name: string }) => r.name);
+    expect(names).toEqual(expect.arrayContaining([name, implicit]));
+  });
+});
+
+describe("history and polling", () => {
+  it("pages with after and limit, ascending", async () => {
+    const room = freshRoom("page");
+    for (let i = 0; i < 7; i++) await send(node(), room, `p${i}`);
+    expect(seqs(await history(node(), room, 2, 3))).toEqual([3, 4, 5]);
+    expect(seqs(await history(cluster.nodeUrl(1), room, 5))).toEqual([6, 7]);
+  });
+
+  it("a long poll answers at once when something is newer, else when a message arrives", async () => {
+    const room = freshRoom("lp");
+    await send(node(), room, "old");
+    const started = Date.now();
+    const immediate = await call(`/api/rooms/${room}/messages?after=0&wait=20`);
+    expect(immediate.body.messages).toHaveLength(1);
+    expect(Date.now() - started).toBeLessThan(5000);
+    const waiting = call(`/api/rooms/${room}/messages?after=1&wait=20`);
+    setTimeout(() => void send(cluster.nodeUrl(1), room, "new"), 300);
+    expect((await waiting).body.messages.map((m: { body: string }) => m.body)).toEqual(["new"]);
+  });
+
+  it("a long poll that sees nothing ends with an empty list when the wait runs out", async () => {
+    const empty = await call(`/api/rooms/${freshRoom("quiet")}/messages?after=0&wait=1`);
+    expect(empty).toMatchObject({ status: 200, body: { messages: [] } });
+  });
+
+  it("the thesis routes speak to and poll the default room", async () => {
+    const before = (await history(node(), "chat")).at(-1)?.seq ?? 0;
+    const form = await call("/chat/speak", {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: "message=from+a+form",
+    });
+    expect(form.status).toBe(201);
+    const polled = await fetch(`${cluster.nodeUrl(1)}/chat/poll?after=${before}`);
+    expect(((await polled.json()) as { messages: { body: string }[] }).messages[0]?.body).toBe(
+      "from a form",
+    );
+  });
+});
+
+describe("bad input gets the documented JSON error and loses nothing", () => {
+  const room = freshRoom("bad");
+  const cases: Array<[string, () => ReturnType<typeof call>, number, string]> = [
+    [
+      "malformed JSON",
+      () => postJson(`/api/rooms/${room}/messages`, "{not json"),
+      400,
+      "invalid_json",
+    ],
+    ["a JSON array", () => postJson(`/api/rooms/${room}/messages`, "[1]"), 400, "bad_request"],
+    [
+      "an empty body",
+      () => postJson(`/api/rooms/${room}/messages`, JSON.stringify({ body: " " })),
+      400,
+      "bad_request",
+    ],
+    [
+      "a NUL in the body",
+      () => postJson(`/api/rooms/${room}/messages`, JSON.stringify({ body: "a\u0000b" })),
+      400,
+      "bad_request",
+    ],
+    [
+      "a message over MAX_MESSAGE_BYTES",
+      () => postJson(`/api/rooms/${room}/messages`, JSON.stringify({ body: "é".repeat(501) })),
+      413,
+      "payload_too_large",
+    ],
+    [
+      "a request over MAX_REQUEST_BYTES",
+      () => postJson(`/api/rooms/${room}/messages`, JSON.stringify({ body: "x".repeat(5000) })),
+      413,
+      "payload_too_large",
+    ],
+    [
+      "a bad client id",
+      () =>
+        postJson(
+          `/api/rooms/${room}/messages`,
+          JSON.stringify({ body: "x", client_id: "has space" }),
+        ),
+      400,
+      "bad_request",
+    ],
+    [
+      "a bad room name",
+      () => postJson("/api/rooms/Not_OK!/messages", JSON.stringify({ body: "x" })),
+      400,
+      "invalid_room",
+    ],
+    [
+      "a too-long room name",
+      () => call(`/api/rooms/${"a".repeat(65)}/messages`),
+      400,
+      "invalid_room",
+    ],
+    ["a bad limit", () => call(`/api/rooms/${room}/messages?limit=0`), 400, "bad_request"],
+    [
+      "a wait over the maximum",
+      () => call(`/api/rooms/${room}/messages?wait=9999`),
+      400,
+      "bad_request",
+    ],
+    [
+      "a bad Last-Event-ID",
+      () => call(`/api/rooms/${room}/stream`, { headers: { "last-event-id": "x" } }),
+      400,
+      "bad_request",
+    ],
+    ["an unknown route", () => call("/api/nothing-here"), 404, "not_found"],
+    [
+      "a forged token",
+      () =>
+        call(`/api/rooms/${room}/messages`, { headers: { authorization: "Bearer abc.def.ghi" } }),
+      401,
+      "invalid_token",
+    ],
+    [
+      "a malformed Authorization header",
+      () => call(`/api/rooms/${room}/messages`, { headers: { authorization: "Basic xyz" } }),
+      401,
+      "invalid_token",
+    ],
+    [
+      "a session without a name",
+      () => postJson("/api/session", JSON.stringify({ name: "" })),
+      400,
+      "bad_request",
+    ],
+  ];
+
+  it.each(cases)("%s", async (_label, request, status, code) => {
+    const response = await request();
+    expect(response.status).toBe(status);
+    expect(response.body).toEqual({ error: { code, message: expect.any(String) } });
+  });
+
+  it("after all of that the node still serves an open stream and new sends", async () => {
+    const receiver = receive("sse", fixed(node()), room);
+    for (const [, request] of cases) await request();
+    await send(cluster.nodeUrl(1), room, "still here");
+    await expect
+      .poll(() => receiver.messages.map((m) => m.body), { timeout: 10_000 })
+      .toEqual(["still here"]);
+    expect(seqs(await history(node(), room))).toEqual([1]); // none of the bad sends was stored
+    receiver.close();
+  });
+});

@@ -1,0 +1,154 @@
+import { spawnSync } from "node:child_process";
+import { createLogger } from "@chat/shared";
+import pg from "pg";
+import { describe, expect, it } from "vitest";
+import { loadNodeConfig } from "../services/src/config.ts";
+import { migrate } from "../services/src/storage/migrate.ts";
+import { fixed, receive, send } from "./support/clients.ts";
+import { freshRoom, useCluster } from "./support/cluster.ts";
+
+const cluster = await useCluster({
+  nodes: 2,
+  nodeEnv: { DRAIN_GRACE_MS: "1500", DRAIN_TIMEOUT_MS: "5000" },
+});
+const silent = createLogger({ service: "test", instance: "test", level: "silent" });
+
+describe("health and metrics", () => {
+  it("reports alive, ready and the documented metrics without room or user labels", async () => {
+    const url = cluster.nodeUrl(0);
+    expect((await fetch(`${url}/healthz`)).status).toBe(200);
+    const ready = await fetch(`${url}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toMatchObject({
+      status: "ok",
+      checks: { primary: true, replica: true, redis: true },
+    });
+    const room = freshRoom("metrics");
+    const receiver = receive("sse", fixed(cluster.nodeUrl(1)), room);
+    await send(url, room, "counted");
+    await expect.poll(() => receiver.messages.length, { timeout: 10_000 }).toBe(1);
+    const text = await (await fetch(`${cluster.nodeUrl(1)}/metrics`)).text();
+    for (const name of [
+      "chat_process_cpu_seconds_total",
+      "chat_http_requests_total",
+      'chat_open_streams{transport="sse"',
+      "chat_delivery_latency_ms_bucket",
+      "chat_redis_up",
+    ]) {
+      expect(text).toContain(name);
+    }
+    const stored = await (await fetch(`${url}/metrics`)).text();
+    expect(stored).toMatch(/chat_messages_stored_total\{[^}]*\} [1-9]/);
+    expect(stored).toContain('route="/api/rooms/:room/messages"');
+    expect(text + stored).not.toContain(room);
+    receiver.close();
+  });
+});
+
+describe("drain on SIGTERM", () => {
+  it("turns unready, refuses new work, tells streams to reconnect, answers long polls, exits", async () => {
+    const url = cluster.nodeUrl(1);
+    const room = freshRoom("drain");
+    const stream = await fetch(`${url}/api/rooms/${room}/stream`);
+    const longPoll = fetch(`${url}/api/rooms/${room}/messages?after=0&wait=30`);
+    await expect
+      .poll(async () =>
+        (await (await fetch(`${url}/metrics`)).text()).includes(
+          'chat_open_streams{transport="longpoll"',
+        ),
+      )
+      .toBe(true);
+
+    const started = Date.now();
+    const exited = cluster.stopNode(1, "SIGTERM");
+    const events = await stream.text(); // the stream ends on its own
+    expect(events).toContain("event: reconnect");
+    expect(events).toContain('"reason":"draining"');
+    expect(await (await longPoll).json()).toEqual({ messages: [] });
+
+    const readiness = await fetch(`${url}/readyz`);
+    expect(readiness.status).toBe(503);
+    expect(await readiness.json()).toMatchObject({ status: "draining" });
+    const refused = await fetch(`${url}/api/rooms`);
+    expect(refused.status).toBe(503);
+    expect(await refused.json()).toMatchObject({ error: { code: "draining", retryable: true } });
+
+    await exited;
+    expect(Date.now() - started).toBeLessThan(1500 + 5000 + 2000);
+    await cluster.startNode(1);
+  });
+});
+
+describe("configuration", () => {
+  it("parses defaults that work on one machine", () => {
+    const config = loadNodeConfig({});
+    expect(config).toMatchObject({
+      PORT: 4001,
+      REDIS_URL: "redis://127.0.0.1:6379",
+      MAX_MESSAGE_BYTES: 4096,
+    });
+  });
+
+  it("a node with bad variables exits at once naming every one of them", () => {
+    const result = spawnSync(process.execPath, ["--import", "tsx", "services/src/main.ts"], {
+      env: { ...process.env, PORT: "eighty", MAX_MESSAGE_BYTES: "-1", REDIS_URL: "not a url" },
+      encoding: "utf8",
+      timeout: 20_000,
+    });
+    expect(result.status).toBe(2);
+    for (const name of ["PORT", "MAX_MESSAGE_BYTES", "REDIS_URL"])
+      expect(result.stderr).toContain(name);
+  });
+});
+
+describe("migrations", () => {
+  it("apply once when several nodes start at the same time", async () => {
+    const admin = new pg.Client({ connectionString: cluster.primaryUrl });
+    await admin.connect();
+    const database = `migrate_${process.pid}`;
+    await admin.query(`CREATE DATABASE ${database}`);
+    const url = cluster.primaryUrl.replace(/\/chat$/, `/${database}`);
+    const pools = Array.from({ length: 5 }, () => new pg.Pool({ connectionString: url, max: 1 }));
+    try {
+      const applied = await Promise.all(pools.map((pool) => migrate(pool, silent)));
+      expect(applied.flat()).toEqual(["001_rooms_and_messages.sql"]);
+      const tables = await pools[0]?.query("SELECT count(*)::int AS n FROM schema_migrations");
+      expect(tables?.rows[0].n).toBe(1);
+    } finally {
+      await Promise.all(pools.map((pool) => pool.end()));
+      await admin.query(`DROP DATABASE ${database}`);
+      await admin.end();
+    }
+  });
+});
+
+describe("a deployment that requires tokens", () => {
+  it("refuses anonymous requests with 401 unauthorized and serves token holders", async () => {
+    const { createChatNode } = await import("../services/src/node.ts");
+    const config = loadNodeConfig({
+      PORT: "0",
+      NODE_ID: "in-process",
+      REQUIRE_TOKEN: "true",
+      DRAIN_GRACE_MS: "0",
+      DATABASE_URL: cluster.primaryUrl,
+      DATABASE_REPLICA_URL: cluster.replicaUrl,
+      REDIS_URL: cluster.redisUrl,
+    });
+    const node = createChatNode(config, silent);
+    const url = `http://127.0.0.1:${await node.start()}`;
+    try {
+      const anonymous = await fetch(`${url}/api/rooms`);
+      expect(anonymous.status).toBe(401);
+      expect(await anonymous.json()).toMatchObject({ error: { code: "unauthorized" } });
+      const session = await fetch(`${url}/api/session`, {
+        method: "POST",
+        body: JSON.stringify({ name: "kim" }),
+      });
+      const { token } = (await session.json()) as { token: string };
+      const sent = await send(url, freshRoom("auth"), "with a token", { token });
+      expect(sent.message.user).toBe("kim");
+    } finally {
+      await node.stop();
+    }
+  });
+});

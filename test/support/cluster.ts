@@ -1,0 +1,34 @@
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll } from "vitest";
+import { type Cluster, type ClusterOptions, startCluster } from "../../cluster/launcher.ts";
+
+/**
+ * A real cluster for one test file — Redis, a Postgres primary and streaming replica, and
+ * `nodes` chat nodes on free ports in a temp folder — torn down (and deleted) after the file.
+ */
+export async function useCluster(
+  options: Omit<ClusterOptions, "dataDir" | "ports"> = {},
+): Promise<Cluster> {
+  const dataDir = await mkdtemp(join(tmpdir(), "chat-test-"));
+  const cluster = await startCluster({
+    nodes: 3,
+    ...options,
+    dataDir,
+    ports: "auto",
+    nodeOutput: "pipe-to-file",
+    removeDataOnStop: true,
+    nodeEnv: { LOG_LEVEL: "warn", ...options.nodeEnv },
+  });
+  afterAll(() => cluster.stop());
+  return cluster;
+}
+
+/** URLs of the nodes currently running. */
+export const liveNodes = (cluster: Cluster) => () =>
+  cluster.nodes.filter((node) => node.running).map((node) => node.url);
+
+let roomCounter = 0;
+/** A room of its own for each test, so tests in one file never see each other's messages. */
+export const freshRoom = (prefix = "t") => `${prefix}-${process.pid}-${++roomCounter}`;
