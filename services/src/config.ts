@@ -42,6 +42,40 @@ export const nodeConfigSchema = z.object({
   /** A stream whose client has not read this many messages is closed; the client resumes. */
   SSE_MAX_QUEUED_MESSAGES: env.int(1000, 1),
 
+  /** Sends per user per window, shared by all nodes (anonymous guests count per address). */
+  RATE_LIMIT_SENDS: env.int(30, 1),
+  RATE_LIMIT_WINDOW_MS: env.int(10_000, 100),
+  /** Largest WebSocket frame a client may send; bigger frames close the socket (1009). */
+  MAX_FRAME_BYTES: env.int(65_536, 1024, 16_777_216),
+  MAX_TOPICS_PER_SOCKET: env.int(32, 1, 10_000),
+  /** Bytes queued to one socket before it counts as a slow consumer and is closed (4503). */
+  MAX_SOCKET_BUFFER_BYTES: env.int(1_048_576, 1024),
+  /** Inbound frames per second per socket, and the burst allowed above that. */
+  SOCKET_FRAMES_PER_SECOND: env.int(20, 1),
+  SOCKET_FRAME_BURST: env.int(60, 1),
+  /** A Phoenix socket that sends nothing (not even a heartbeat) for this long is closed. */
+  PHOENIX_HEARTBEAT_TIMEOUT_MS: env.int(60_000, 1000),
+  /** How long a Phoenix long poll is held before answering 204 (below phoenix.js's 10 s timeout). */
+  LONGPOLL_HOLD_MS: env.int(8000, 100, 60_000),
+  /** A Phoenix LongPoll session nobody polls for this long is gone (410). */
+  LONGPOLL_SESSION_TTL_MS: env.int(30_000, 1000),
+  /** Action Cable ping interval (its client calls a connection stale after ~6 s of silence). */
+  CABLE_PING_MS: env.int(3000, 100),
+  /** Origins allowed to open WebSockets, comma separated; "*" allows any. Same-origin requests
+   * and clients that send no Origin (non-browsers) are always allowed. */
+  ALLOWED_ORIGINS: z
+    .string()
+    .default("")
+    .transform((list) =>
+      list
+        .split(",")
+        .map((o) => o.trim())
+        .filter(Boolean),
+    ),
+  /** Presence: how often a node proves it is alive, and when silent nodes' entries are dropped. */
+  PRESENCE_HEARTBEAT_MS: env.int(1000, 100),
+  PRESENCE_DEAD_AFTER_MS: env.int(5000, 500),
+
   /** Delay before a gap in the live stream is filled from Postgres (lets a reordered publish land). */
   GAP_FILL_DELAY_MS: env.int(25, 0, 10_000),
   /** How often each node checks room heads in Postgres to catch publishes Redis lost. */

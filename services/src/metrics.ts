@@ -77,6 +77,23 @@ export function createNodeMetrics(nodeId: string) {
       help: "Rooms this node currently follows for local subscribers",
       registers,
     }),
+    rateLimited: new Counter({
+      name: "chat_rate_limited_total",
+      help: "Sends refused by the per-user rate limit",
+      registers,
+    }),
+    socketErrors: new Counter({
+      name: "chat_socket_errors_total",
+      help: "Frames answered with a protocol error, by protocol and reason",
+      labelNames: ["protocol", "reason"] as const,
+      registers,
+    }),
+    socketsClosed: new Counter({
+      name: "chat_sockets_closed_by_server_total",
+      help: "Sockets the server closed, by reason",
+      labelNames: ["reason"] as const,
+      registers,
+    }),
     draining: new Gauge({
       name: "chat_draining",
       help: "1 once the node has started draining",

@@ -1,6 +1,7 @@
 import type { AddressInfo } from "node:net";
 import type { Logger } from "@chat/shared";
 import { type ServerType, serve } from "@hono/node-server";
+import { WebSocketServer } from "ws";
 import type { NodeConfig } from "./config.ts";
 import { DeliveryHub } from "./delivery/hub.ts";
 import { RedisBus } from "./delivery/redis-bus.ts";
@@ -8,6 +9,7 @@ import { createApp } from "./http/app.ts";
 import type { NodeServices } from "./http/context.ts";
 import { TokenIssuer } from "./identity/tokens.ts";
 import { Drainer } from "./lifecycle/drainer.ts";
+import { SendRateLimiter } from "./limits/rate-limiter.ts";
 import { Chat } from "./messages/chat.ts";
 import { createNodeMetrics } from "./metrics.ts";
 import { Database } from "./storage/database.ts";
@@ -31,7 +33,14 @@ export function createChatNode(config: NodeConfig, log: Logger): ChatNode {
   const bus = new RedisBus(config.REDIS_URL, config.NODE_ID, metrics, log);
   const store = new MessageStore(db, metrics);
   const hub = new DeliveryHub({ store, bus, config, metrics, log });
-  const chat = new Chat(store, hub);
+  const limiter = new SendRateLimiter({
+    redis: bus.commands,
+    limit: config.RATE_LIMIT_SENDS,
+    windowMs: config.RATE_LIMIT_WINDOW_MS,
+    metrics,
+    log,
+  });
+  const chat = new Chat(store, hub, limiter);
   const tokens = new TokenIssuer({ secret: config.TOKEN_SECRET, ttlSeconds: config.TOKEN_TTL_S });
   const drainer = new Drainer(metrics);
   const services: NodeServices = { config, log, metrics, db, bus, store, chat, tokens, drainer };
@@ -44,7 +53,11 @@ export function createChatNode(config: NodeConfig, log: Logger): ChatNode {
       hub.start();
       const app = createApp(services);
       const bound = await new Promise<AddressInfo>((resolve, reject) => {
-        server = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST }, resolve);
+        const websocket = { server: createWebSocketServer(config) };
+        server = serve(
+          { fetch: app.fetch, port: config.PORT, hostname: config.HOST, websocket },
+          resolve,
+        );
         server.once("error", reject);
       });
       server?.on("error", (error) => log.error({ err: error }, "HTTP server error"));
@@ -80,4 +93,17 @@ async function migrateWhenReachable(db: Database, timeoutMs: number, log: Logger
       await sleep(500);
     }
   }
+}
+
+/** Subprotocols the socket protocols speak; a client offering others gets the first it offered. */
+const KNOWN_SUBPROTOCOLS = ["actioncable-v1-json", "phoenix"];
+
+function createWebSocketServer(config: NodeConfig): WebSocketServer {
+  return new WebSocketServer({
+    noServer: true,
+    maxPayload: config.MAX_FRAME_BYTES,
+    perMessageDeflate: false, // CPU per frame is what limits connections per core
+    handleProtocols: (offered) =>
+      KNOWN_SUBPROTOCOLS.find((p) => offered.has(p)) ?? [...offered][0] ?? false,
+  });
 }

@@ -1,3 +1,4 @@
+export * from "./close-codes.ts";
 export * from "./config.ts";
 export * from "./errors.ts";
 export * from "./logger.ts";

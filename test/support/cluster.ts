@@ -19,7 +19,8 @@ export async function useCluster(
     ports: "auto",
     nodeOutput: "pipe-to-file",
     removeDataOnStop: true,
-    nodeEnv: { LOG_LEVEL: "warn", ...options.nodeEnv },
+    // Suites send hundreds of messages from one address; the rate-limit suite sets its own limit.
+    nodeEnv: { LOG_LEVEL: "warn", RATE_LIMIT_SENDS: "1000000", ...options.nodeEnv },
   });
   afterAll(() => cluster.stop());
   return cluster;

@@ -60,6 +60,11 @@ export class RedisBus {
     );
   }
 
+  /** The command connection, for other features' keys (rate limits, presence). Fails fast while down. */
+  get commands(): Redis {
+    return this.#publisher;
+  }
+
   get up(): boolean {
     return this.#up;
   }

@@ -1,6 +1,12 @@
 import type { NodeMetrics } from "../metrics.ts";
 
-export type Transport = "sse" | "longpoll";
+export type Transport =
+  | "sse"
+  | "longpoll"
+  | "phoenix-websocket"
+  | "phoenix-longpoll"
+  | "actioncable"
+  | "thesis-websocket";
 
 /**
  * The node's open long-lived work and its draining state. A stream registers how to end

@@ -1,8 +1,15 @@
 import type { Message, User } from "@chat/shared";
 import type { DeliveryHub } from "../delivery/hub.ts";
 import type { Subscription } from "../delivery/subscription.ts";
+import type { SendRateLimiter } from "../limits/rate-limiter.ts";
 import type { AppendResult, MessageStore } from "../storage/message-store.ts";
 import type { SendInput } from "./input.ts";
+
+/** Who sends: the user, and the client's address (anonymous guests are limited by it). */
+export interface Sender {
+  user: User;
+  address: string;
+}
 
 /**
  * What every transport does with messages: send, read history, wait for news. HTTP, SSE,
@@ -11,13 +18,18 @@ import type { SendInput } from "./input.ts";
 export class Chat {
   readonly #store: MessageStore;
   readonly #hub: DeliveryHub;
+  readonly #limiter: SendRateLimiter;
 
-  constructor(store: MessageStore, hub: DeliveryHub) {
+  constructor(store: MessageStore, hub: DeliveryHub, limiter: SendRateLimiter) {
     this.#store = store;
     this.#hub = hub;
+    this.#limiter = limiter;
   }
 
-  async send(room: string, user: User, input: SendInput): Promise<AppendResult> {
+  /** Stores and fans out a message; `address` identifies anonymous senders for rate limits. */
+  async send(room: string, sender: Sender, input: SendInput): Promise<AppendResult> {
+    await this.#limiter.take(sender.user, sender.address);
+    const user = sender.user;
     const result = await this.#store.append(room, user, input.body, input.clientId);
     if (result.created) this.#hub.published(result.message, Date.now());
     return result;

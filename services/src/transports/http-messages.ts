@@ -1,5 +1,6 @@
 import type { Context } from "hono";
 import { readJsonObject } from "../http/body.ts";
+import { clientAddress } from "../http/client-address.ts";
 import type { App, AppEnv, NodeServices } from "../http/context.ts";
 import { historyQuerySchema, parseOr400, parseSendInput } from "../messages/input.ts";
 import { parseRoomName } from "../rooms/room-name.ts";
@@ -31,7 +32,8 @@ export async function send(
   room: string,
   raw: { body: unknown; clientId: unknown },
 ): Promise<Response> {
-  const { message, created } = await chat.send(room, c.get("user"), parseSendInput(raw, config));
+  const sender = { user: c.get("user"), address: clientAddress(c) };
+  const { message, created } = await chat.send(room, sender, parseSendInput(raw, config));
   return c.json(message, created ? 201 : 200);
 }
 

@@ -1,0 +1,100 @@
+import { CLOSE, type Logger, type User } from "@chat/shared";
+import type { WebSocket } from "ws";
+import type { Drainer, Transport } from "../lifecycle/drainer.ts";
+import { FrameBucket } from "../limits/rate-limiter.ts";
+import type { NodeMetrics } from "../metrics.ts";
+
+/** What a wire protocol (Phoenix, Action Cable, the thesis socket) does with a connection. */
+export interface SocketProtocol {
+  onText(text: string): void | Promise<void>;
+  /** Binary frames: these protocols speak JSON text only. */
+  onBinary(): void;
+  /** Frames arriving faster than the per-connection limit. */
+  onFlood(text: string): void;
+  /** The node drains: tell the client to reconnect elsewhere, then close. */
+  onDrain(): void;
+  onClose(): void;
+}
+
+export interface ConnectionOptions {
+  transport: Transport;
+  user: User;
+  address: string;
+  maxBufferBytes: number;
+  framesPerSecond: number;
+  frameBurst: number;
+  drainer: Drainer;
+  metrics: NodeMetrics;
+  log: Logger;
+}
+
+/**
+ * One client socket as every protocol sees it. Sends are bounded: a client that stops
+ * reading fills its buffer and is closed (4503) instead of growing the node's memory; it
+ * resumes from its last seq on reconnect. Inbound frames pass a token bucket.
+ */
+export class SocketConnection {
+  readonly user: User;
+  readonly address: string;
+  readonly #raw: WebSocket;
+  readonly #options: ConnectionOptions;
+  readonly #frames: FrameBucket;
+  #protocol: SocketProtocol | undefined;
+  #untrack: (() => void) | undefined;
+  #closed = false;
+
+  constructor(raw: WebSocket, options: ConnectionOptions) {
+    this.#raw = raw;
+    this.#options = options;
+    this.user = options.user;
+    this.address = options.address;
+    this.#frames = new FrameBucket(options.framesPerSecond, options.frameBurst);
+  }
+
+  get closed(): boolean {
+    return this.#closed || this.#raw.readyState !== this.#raw.OPEN;
+  }
+
+  attach(protocol: SocketProtocol): void {
+    this.#protocol = protocol;
+    this.#untrack = this.#options.drainer.track(this.#options.transport, () => protocol.onDrain());
+    this.#raw.on("error", (error) => this.#options.log.debug({ err: error }, "socket error"));
+  }
+
+  receive(data: string | ArrayBuffer): void {
+    const protocol = this.#protocol;
+    if (!protocol || this.#closed) return;
+    if (typeof data !== "string") return protocol.onBinary();
+    if (!this.#frames.take()) return protocol.onFlood(data);
+    Promise.resolve(protocol.onText(data)).catch((error: unknown) =>
+      this.#options.log.error({ err: error }, "socket frame handler failed"),
+    );
+  }
+
+  /** Sends a text frame unless the client is too far behind, in which case it is cut off. */
+  send(text: string): void {
+    if (this.closed) return;
+    if (this.#raw.bufferedAmount + text.length > this.#options.maxBufferBytes) {
+      this.close(CLOSE.slowConsumer, "slow_consumer");
+      return;
+    }
+    this.#raw.send(text);
+  }
+
+  close(close: { code: number; reason: string }, metricReason: string): void {
+    if (this.#closed) return;
+    this.#options.metrics.socketsClosed.inc({ reason: metricReason });
+    this.#raw.close(close.code, close.reason);
+    // A peer that never completes the closing handshake must not keep the socket.
+    setTimeout(() => this.#raw.terminate(), 5000).unref();
+    this.ended();
+  }
+
+  /** The socket is gone, whoever closed it; idempotent. */
+  ended(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#untrack?.();
+    this.#protocol?.onClose();
+  }
+}

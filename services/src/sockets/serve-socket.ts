@@ -1,0 +1,104 @@
+import { ChatError, type User } from "@chat/shared";
+import { upgradeWebSocket } from "@hono/node-server";
+import type { Context, MiddlewareHandler } from "hono";
+import type { WebSocket } from "ws";
+import { clientAddress } from "../http/client-address.ts";
+import type { App, AppEnv, NodeServices } from "../http/context.ts";
+import { ANONYMOUS } from "../identity/tokens.ts";
+import type { Transport } from "../lifecycle/drainer.ts";
+import {
+  type SocketConnection as Connection,
+  SocketConnection,
+  type SocketProtocol,
+} from "./connection.ts";
+
+export interface SocketRoute {
+  path: string;
+  transport: Transport;
+  /** Builds the protocol for a new connection; the upgrade request is available for params. */
+  open(connection: Connection, c: Context<AppEnv>): SocketProtocol;
+  /** How a bad token is refused: Phoenix refuses the upgrade (403); Action Cable accepts, then disconnects. */
+  onBadToken?: "refuse-upgrade" | "accept-as-invalid";
+}
+
+/** Serves a WebSocket protocol at `path`, with the Origin allowlist and token check before the upgrade. */
+export function serveSocket(app: App, services: NodeServices, route: SocketRoute): void {
+  app.get(
+    route.path,
+    checkOrigin(services.config.ALLOWED_ORIGINS),
+    authenticateSocket(services, route),
+    upgradeWebSocket((c) => {
+      let connection: SocketConnection | undefined;
+      return {
+        onOpen: (_event, ws) => {
+          connection = new SocketConnection(ws.raw as WebSocket, {
+            transport: route.transport,
+            user: c.get("user"),
+            address: clientAddress(c),
+            maxBufferBytes: services.config.MAX_SOCKET_BUFFER_BYTES,
+            framesPerSecond: services.config.SOCKET_FRAMES_PER_SECOND,
+            frameBurst: services.config.SOCKET_FRAME_BURST,
+            drainer: services.drainer,
+            metrics: services.metrics,
+            log: services.log,
+          });
+          connection.attach(route.open(connection, c));
+        },
+        onMessage: (event) => connection?.receive(event.data as string | ArrayBuffer),
+        onClose: () => connection?.ended(),
+      };
+    }),
+  );
+}
+
+/** Browsers always send Origin; refuse cross-site pages not on the allowlist (CSWSH). */
+function checkOrigin(allowed: string[]): MiddlewareHandler {
+  return async (c, next) => {
+    const origin = c.req.header("origin");
+    if (origin && !allowed.includes("*") && !allowed.includes(origin)) {
+      const host = c.req.header("x-forwarded-host") ?? c.req.header("host");
+      const sameOrigin =
+        host !== undefined && URL.canParse(origin) && new URL(origin).host === host;
+      if (!sameOrigin)
+        throw new ChatError(
+          "forbidden_origin",
+          `origin ${origin} is not allowed (ALLOWED_ORIGINS)`,
+        );
+    }
+    await next();
+  };
+}
+
+/** Token from `?token=` (phoenix.js params, Action Cable URLs) or Phoenix's bearer subprotocol. */
+function authenticateSocket(services: NodeServices, route: SocketRoute): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const token = c.req.query("token") ?? bearerSubprotocol(c.req.header("sec-websocket-protocol"));
+    let user: User = ANONYMOUS;
+    if (token) {
+      try {
+        user = await services.tokens.verify(token);
+      } catch (error) {
+        if (route.onBadToken !== "accept-as-invalid") throw error;
+        user = INVALID_TOKEN_USER;
+      }
+    } else if (services.config.REQUIRE_TOKEN) {
+      if (route.onBadToken !== "accept-as-invalid")
+        throw new ChatError("unauthorized", "a token is required");
+      user = INVALID_TOKEN_USER;
+    }
+    c.set("user", user);
+    await next();
+  };
+}
+
+/** Marks a connection whose token failed, for protocols that refuse it after the upgrade. */
+export const INVALID_TOKEN_USER: User = { id: "", name: "" };
+
+function bearerSubprotocol(header: string | undefined): string | undefined {
+  const prefix = "base64url.bearer.phx.";
+  const entry = header
+    ?.split(",")
+    .map((p) => p.trim())
+    .find((p) => p.startsWith(prefix));
+  return entry ? Buffer.from(entry.slice(prefix.length), "base64url").toString("utf8") : undefined;
+}
