@@ -64,8 +64,12 @@ export class SocketConnection {
   receive(data: string | ArrayBuffer): void {
     const protocol = this.#protocol;
     if (!protocol || this.#closed) return;
-    if (typeof data !== "string") return protocol.onBinary();
-    if (!this.#frames.take()) return protocol.onFlood(data);
+    if (typeof data !== "string") protocol.onBinary();
+    else if (!this.#frames.take()) protocol.onFlood(data);
+    else this.#handle(protocol, data);
+  }
+
+  #handle(protocol: SocketProtocol, data: string): void {
     Promise.resolve(protocol.onText(data)).catch((error: unknown) =>
       this.#options.log.error({ err: error }, "socket frame handler failed"),
     );
