@@ -12,6 +12,7 @@ import { Drainer } from "./lifecycle/drainer.ts";
 import { SendRateLimiter } from "./limits/rate-limiter.ts";
 import { Chat } from "./messages/chat.ts";
 import { createNodeMetrics } from "./metrics.ts";
+import { Presence } from "./presence/presence.ts";
 import { Database } from "./storage/database.ts";
 import { MessageStore } from "./storage/message-store.ts";
 import { migrate } from "./storage/migrate.ts";
@@ -43,14 +44,27 @@ export function createChatNode(config: NodeConfig, log: Logger): ChatNode {
   const chat = new Chat(store, hub, limiter);
   const tokens = new TokenIssuer({ secret: config.TOKEN_SECRET, ttlSeconds: config.TOKEN_TTL_S });
   const drainer = new Drainer(metrics);
-  const services: NodeServices = { config, log, metrics, db, bus, store, chat, tokens, drainer };
+  const presence = new Presence({ bus, nodeId: config.NODE_ID, config, log, metrics });
+  const services: NodeServices = {
+    config,
+    log,
+    metrics,
+    db,
+    bus,
+    store,
+    chat,
+    tokens,
+    drainer,
+    presence,
+  };
   let server: ServerType | undefined;
 
   return {
     services,
     async start() {
       await migrateWhenReachable(db, config.STARTUP_TIMEOUT_MS, log);
-      hub.start();
+      hub.start((room, diff) => presence.received(room, diff));
+      presence.start();
       const app = createApp(services);
       const bound = await new Promise<AddressInfo>((resolve, reject) => {
         const websocket = { server: createWebSocketServer(config) };
@@ -65,6 +79,7 @@ export function createChatNode(config: NodeConfig, log: Logger): ChatNode {
     },
     async stop() {
       drainer.drain();
+      await presence.stop();
       await sleep(config.DRAIN_GRACE_MS);
       const closed = new Promise<void>((resolve) =>
         server ? server.close(() => resolve()) : resolve(),

@@ -52,10 +52,12 @@ export class DeliveryHub {
     this.#log = deps.log;
   }
 
-  start(): void {
+  /** `onPresence` receives the presence diffs of rooms this node follows. */
+  start(onPresence: (room: string, diff: unknown) => void = () => {}): void {
     this.#bus.start({
       onMessage: (message, committedAt) =>
         this.#feeds.get(message.room)?.feed.offer(message, committedAt, "redis"),
+      onPresence,
       onUp: () => this.#sweepSoon(0), // publishes were lost while the subscriber was away
       onDown: () => this.#sweepSoon(this.#config.DEGRADED_SWEEP_INTERVAL_MS),
     });

@@ -2,16 +2,20 @@ import type { Logger, Message } from "@chat/shared";
 import { Redis } from "ioredis";
 import type { NodeMetrics } from "../metrics.ts";
 
-/** What travels on a room's Redis channel: the stored message and when it was committed. */
-interface Envelope {
-  message: Message;
-  /** Epoch ms right after commit on the publishing node; measures commit-to-delivery. */
-  committedAt: number;
-  node: string;
-}
+/** What travels on a room's Redis channel: a stored message, or a presence change. */
+type Envelope =
+  | {
+      kind: "message";
+      message: Message;
+      /** Epoch ms right after commit on the publishing node; measures commit-to-delivery. */
+      committedAt: number;
+      node: string;
+    }
+  | { kind: "presence"; room: string; diff: unknown };
 
 export interface BusEvents {
   onMessage(message: Message, committedAt: number): void;
+  onPresence(room: string, diff: unknown): void;
   /** The subscriber connection is (again) live: publishes seen from now on are complete. */
   onUp(): void;
   onDown(): void;
@@ -80,13 +84,19 @@ export class RedisBus {
   }
 
   async publish(message: Message, committedAt: number): Promise<void> {
-    const envelope: Envelope = { message, committedAt, node: this.#nodeId };
+    const envelope: Envelope = { kind: "message", message, committedAt, node: this.#nodeId };
     try {
       await this.#publisher.publish(channelFor(message.room), JSON.stringify(envelope));
     } catch (error) {
       this.#metrics.redisErrors.inc({ op: "publish" });
       this.#log.debug({ err: error }, "publish failed; other nodes will read it from Postgres");
     }
+  }
+
+  /** Presence changes ride the room's channel, so they reach exactly the nodes following it. */
+  async publishPresence(room: string, diff: unknown): Promise<void> {
+    const envelope: Envelope = { kind: "presence", room, diff };
+    await this.#publisher.publish(channelFor(room), JSON.stringify(envelope));
   }
 
   async follow(room: string): Promise<void> {
@@ -144,8 +154,12 @@ export class RedisBus {
       this.#log.warn({ err: error, channel }, "undecodable publish ignored");
       return;
     }
-    if (envelope.message?.room !== roomOf(channel)) return;
-    this.#events?.onMessage(envelope.message, envelope.committedAt);
+    const room = roomOf(channel);
+    if (envelope.kind === "presence" && envelope.room === room)
+      this.#events?.onPresence(room, envelope.diff);
+    else if (envelope.kind === "message" && envelope.message?.room === room) {
+      this.#events?.onMessage(envelope.message, envelope.committedAt);
+    }
   }
 
   async #command(op: string, run: () => Promise<unknown>): Promise<boolean> {

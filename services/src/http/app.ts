@@ -7,6 +7,7 @@ import { sessionRoutes } from "../identity/routes.ts";
 import { healthRoutes } from "../lifecycle/health.ts";
 import { roomRoutes } from "../rooms/routes.ts";
 import { messageRoutes } from "../transports/http-messages.ts";
+import { phoenixSocketRoutes } from "../transports/phoenix/socket.ts";
 import { sseRoutes } from "../transports/sse.ts";
 import { thesisRoutes } from "../transports/thesis.ts";
 import type { App, AppEnv, NodeServices } from "./context.ts";
@@ -59,6 +60,7 @@ export function createApp(services: NodeServices): App {
     messageRoutes,
     sseRoutes,
     thesisRoutes,
+    phoenixSocketRoutes,
   ]) {
     routes(app, services);
   }

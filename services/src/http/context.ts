@@ -7,6 +7,7 @@ import type { TokenIssuer } from "../identity/tokens.ts";
 import type { Drainer } from "../lifecycle/drainer.ts";
 import type { Chat } from "../messages/chat.ts";
 import type { NodeMetrics } from "../metrics.ts";
+import type { Presence } from "../presence/presence.ts";
 import type { Database } from "../storage/database.ts";
 import type { MessageStore } from "../storage/message-store.ts";
 
@@ -21,6 +22,7 @@ export interface NodeServices {
   chat: Chat;
   tokens: TokenIssuer;
   drainer: Drainer;
+  presence: Presence;
 }
 
 export type AppEnv = { Variables: AuthVariables };

@@ -1,0 +1,277 @@
+import { ChatError, CLOSE, PUBLISH_EVENT } from "@chat/shared";
+import type { Delivery, Subscription } from "../../delivery/subscription.ts";
+import type { App, NodeServices } from "../../http/context.ts";
+import { parseSendInput } from "../../messages/input.ts";
+import type { PresenceDiff } from "../../presence/presence.ts";
+import type { SocketConnection, SocketProtocol } from "../../sockets/connection.ts";
+import { serveSocket } from "../../sockets/serve-socket.ts";
+import {
+  broadcast,
+  decode,
+  encode,
+  errorReply,
+  PHOENIX_EVENTS,
+  PHOENIX_TOPIC,
+  type PhoenixMessage,
+  parseVsn,
+  reply,
+  roomOfTopic,
+  type Vsn,
+} from "./serializer.ts";
+
+/** A client that floods this many times in a row is closed rather than answered. */
+const FLOODS_BEFORE_CLOSE = 20;
+
+/** `/socket/websocket`: Phoenix Channels over WebSocket, as phoenix.js speaks it. */
+export function phoenixSocketRoutes(app: App, services: NodeServices): void {
+  serveSocket(app, services, {
+    path: "/socket/websocket",
+    transport: "phoenix-websocket",
+    onBadToken: "refuse-upgrade", // Phoenix refuses a failed connect/3 with 403 on the upgrade
+    open: (connection, c) => new PhoenixSocket(connection, services, parseVsn(c.req.query("vsn"))),
+  });
+}
+
+/** A joined topic: its join_ref, its room subscription and presence. */
+interface Channel {
+  topic: string;
+  room: string;
+  joinRef: string | null;
+  subscription?: Subscription;
+  presenceRef?: Promise<string>;
+  stopPresence?: () => void;
+  /** Messages delivered before the join reply went out wait here, so the reply comes first. */
+  early: Delivery[] | null;
+}
+
+/**
+ * One Phoenix socket: many topics, heartbeats on `phoenix`, pushes answered with phx_reply.
+ * Malformed frames and unknown events get error replies; nothing a client sends crashes
+ * the node or touches another socket.
+ */
+class PhoenixSocket implements SocketProtocol {
+  readonly #connection: SocketConnection;
+  readonly #services: NodeServices;
+  readonly #vsn: Vsn;
+  readonly #channels = new Map<string, Channel>();
+  #heartbeat: NodeJS.Timeout | undefined;
+  #floods = 0;
+  #inOrder: Promise<void> = Promise.resolve();
+
+  constructor(connection: SocketConnection, services: NodeServices, vsn: Vsn) {
+    this.#connection = connection;
+    this.#services = services;
+    this.#vsn = vsn;
+    this.#armHeartbeat();
+  }
+
+  /** Heartbeats are answered at once; other frames run one after another, like a Phoenix
+   * channel process, so a client's pushes are stored in the order it sent them. */
+  onText(text: string): void {
+    this.#armHeartbeat();
+    this.#floods = 0;
+    let message: PhoenixMessage;
+    try {
+      message = decode(text, this.#vsn);
+    } catch (error) {
+      this.#fail(broadcast(PHOENIX_TOPIC, PHOENIX_EVENTS.reply, null), asChatError(error));
+      return;
+    }
+    if (message.topic === PHOENIX_TOPIC && message.event === PHOENIX_EVENTS.heartbeat) {
+      this.#send(reply(message, "ok", {}));
+      return;
+    }
+    this.#inOrder = this.#inOrder.then(() =>
+      this.#dispatch(message).catch((error: unknown) => this.#fail(message, asChatError(error))),
+    );
+  }
+
+  onBinary(): void {
+    this.#armHeartbeat();
+    const error = new ChatError("bad_request", "binary frames are not supported; send JSON text");
+    this.#fail(broadcast(PHOENIX_TOPIC, PHOENIX_EVENTS.reply, null), error);
+  }
+
+  onFlood(text: string): void {
+    if (++this.#floods >= FLOODS_BEFORE_CLOSE) {
+      this.#connection.close(CLOSE.rateLimited, "flood");
+      return;
+    }
+    let to = broadcast(PHOENIX_TOPIC, PHOENIX_EVENTS.reply, null);
+    try {
+      to = decode(text, this.#vsn);
+    } catch {
+      // undecodable as well as too fast: answer on the phoenix topic
+    }
+    const limit = this.#services.config.SOCKET_FRAMES_PER_SECOND;
+    this.#fail(
+      to,
+      new ChatError(
+        "rate_limited",
+        `more than ${limit} frames per second (SOCKET_FRAMES_PER_SECOND)`,
+      ),
+    );
+  }
+
+  /** phoenix.js reconnects after any close that it did not ask for; 1001 sends it elsewhere. */
+  onDrain(): void {
+    this.#connection.close(CLOSE.goingAway, "drain");
+  }
+
+  onClose(): void {
+    clearTimeout(this.#heartbeat);
+    for (const channel of this.#channels.values()) this.#leave(channel);
+    this.#channels.clear();
+  }
+
+  async #dispatch(message: PhoenixMessage): Promise<void> {
+    if (this.#connection.closed) return;
+    switch (message.event) {
+      case PHOENIX_EVENTS.join:
+        return this.#join(message);
+      case PHOENIX_EVENTS.leave:
+        return this.#handleLeave(message);
+      case "speak":
+        return this.#speak(message);
+      default:
+        if (!this.#channels.has(message.topic)) throw notJoined(message.topic);
+        throw new ChatError(
+          "unknown_event",
+          `unknown event "${message.event}"; this channel handles speak`,
+        );
+    }
+  }
+
+  async #join(message: PhoenixMessage): Promise<void> {
+    const room = roomOfTopic(message.topic);
+    const lastSeq = parseLastSeq(message.payload);
+    const previous = this.#channels.get(message.topic);
+    if (previous) {
+      // Phoenix closes the old channel when a topic is joined again on the same socket.
+      this.#leave(previous);
+      this.#send(broadcast(previous.topic, PHOENIX_EVENTS.close, {}, previous.joinRef));
+      this.#channels.delete(message.topic);
+    }
+    const max = this.#services.config.MAX_TOPICS_PER_SOCKET;
+    if (this.#channels.size >= max) {
+      throw new ChatError(
+        "too_many_topics",
+        `at most ${max} topics per socket (MAX_TOPICS_PER_SOCKET)`,
+      );
+    }
+    const channel: Channel = { topic: message.topic, room, joinRef: message.join_ref, early: [] };
+    this.#channels.set(message.topic, channel);
+    try {
+      channel.subscription = await this.#services.chat.subscribe(room, {
+        after: lastSeq,
+        deliver: (delivery) =>
+          channel.early ? channel.early.push(delivery) : this.#publish(channel, delivery),
+      });
+    } catch (error) {
+      this.#channels.delete(message.topic);
+      throw error;
+    }
+    if (this.#channels.get(message.topic) !== channel || this.#connection.closed) {
+      channel.subscription.close(); // left or closed while the replay ran
+      return;
+    }
+    this.#send(reply(message, "ok", {}));
+    const early = channel.early ?? [];
+    channel.early = null;
+    for (const delivery of early) this.#publish(channel, delivery);
+    await this.#joinPresence(channel);
+  }
+
+  async #joinPresence(channel: Channel): Promise<void> {
+    const { presence } = this.#services;
+    const user = this.#connection.user;
+    channel.stopPresence = presence.listen(channel.room, (diff: PresenceDiff) =>
+      this.#send(broadcast(channel.topic, "presence_diff", diff, channel.joinRef)),
+    );
+    channel.presenceRef = presence.track(channel.room, user.id, {
+      name: user.name,
+      online_at: Date.now(),
+    });
+    await channel.presenceRef;
+    const state = await presence.list(channel.room);
+    if (this.#channels.get(channel.topic) === channel) {
+      this.#send(broadcast(channel.topic, "presence_state", state, channel.joinRef));
+    }
+  }
+
+  #handleLeave(message: PhoenixMessage): void {
+    const channel = this.#channels.get(message.topic);
+    if (!channel) throw notJoined(message.topic);
+    this.#channels.delete(message.topic);
+    this.#leave(channel);
+    this.#send(reply(message, "ok", {}));
+    this.#send(broadcast(channel.topic, PHOENIX_EVENTS.close, {}, channel.joinRef));
+  }
+
+  #leave(channel: Channel): void {
+    channel.subscription?.close();
+    channel.stopPresence?.();
+    const { presence } = this.#services;
+    void channel.presenceRef?.then((ref) => presence.untrack(channel.room, ref));
+  }
+
+  async #speak(message: PhoenixMessage): Promise<void> {
+    const channel = this.#channels.get(message.topic);
+    if (!channel) throw notJoined(message.topic);
+    const payload = (message.payload ?? {}) as Record<string, unknown>;
+    const input = parseSendInput(
+      { body: payload.body, clientId: payload.client_id },
+      this.#services.config,
+    );
+    const sender = { user: this.#connection.user, address: this.#connection.address };
+    const { message: stored } = await this.#services.chat.send(channel.room, sender, input);
+    this.#send(reply(message, "ok", stored));
+  }
+
+  /** The stored message's JSON is spliced in as is: encoded once for all subscribers. */
+  #publish(channel: Channel, delivery: Delivery): void {
+    const topic = JSON.stringify(channel.topic);
+    const joinRef = JSON.stringify(channel.joinRef);
+    const frame =
+      this.#vsn === "2.0.0"
+        ? `[${joinRef},null,${topic},"${PUBLISH_EVENT}",${delivery.json}]`
+        : `{"join_ref":${joinRef},"ref":null,"topic":${topic},"event":"${PUBLISH_EVENT}","payload":${delivery.json}}`;
+    this.#connection.send(frame);
+  }
+
+  #fail(to: PhoenixMessage, error: ChatError): void {
+    this.#services.metrics.socketErrors.inc({ protocol: "phoenix", reason: error.code });
+    if (error.code === "internal")
+      this.#services.log.error({ err: error.cause ?? error }, "phoenix push failed");
+    this.#send(errorReply(to, error));
+  }
+
+  #send(message: PhoenixMessage): void {
+    this.#connection.send(encode(message, this.#vsn));
+  }
+
+  #armHeartbeat(): void {
+    clearTimeout(this.#heartbeat);
+    this.#heartbeat = setTimeout(
+      () => this.#connection.close(CLOSE.heartbeatTimeout, "heartbeat_timeout"),
+      this.#services.config.PHOENIX_HEARTBEAT_TIMEOUT_MS,
+    );
+  }
+}
+
+function parseLastSeq(payload: unknown): number | null {
+  const raw = (payload as { last_seq?: unknown } | null)?.last_seq;
+  if (raw === undefined || raw === null) return null;
+  if (typeof raw === "number" && Number.isSafeInteger(raw) && raw >= 0) return raw;
+  throw new ChatError("bad_request", "last_seq must be a non-negative integer");
+}
+
+function notJoined(topic: string): ChatError {
+  return new ChatError("not_joined", `unmatched topic "${topic}": join it first`);
+}
+
+function asChatError(error: unknown): ChatError {
+  return error instanceof ChatError
+    ? error
+    : new ChatError("internal", "internal error", { cause: error });
+}

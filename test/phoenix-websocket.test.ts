@@ -1,0 +1,191 @@
+import { randomUUID } from "node:crypto";
+import type { Message } from "@chat/shared";
+import { Presence } from "phoenix";
+import { afterEach, describe, expect, it } from "vitest";
+import { fixed, history, range, roundRobin, seqs, sleep } from "./support/clients.ts";
+import { freshRoom, liveNodes, useCluster } from "./support/cluster.ts";
+import { joinRoom, type PhoenixClient, phoenixClient, push } from "./support/phoenix.ts";
+
+const cluster = await useCluster({
+  nodes: 3,
+  nodeEnv: { PRESENCE_DEAD_AFTER_MS: "2000", PRESENCE_HEARTBEAT_MS: "300" },
+});
+const clients: PhoenixClient[] = [];
+const client = (...args: Parameters<typeof phoenixClient>) => {
+  const created = phoenixClient(...args);
+  clients.push(created);
+  return created;
+};
+afterEach(() => {
+  for (const { socket } of clients.splice(0)) socket.disconnect();
+});
+
+describe.each(["2.0.0", "1.0.0"] as const)(
+  "Phoenix Channels over WebSocket, serializer %s",
+  (vsn) => {
+    it("joins, pushes speak, and a client on another node receives the broadcast", async () => {
+      const topic = `room:${freshRoom("px")}`;
+      const alice = joinRoom(client(fixed(cluster.nodeUrl(0)), { vsn }).socket, topic);
+      const bob = joinRoom(client(fixed(cluster.nodeUrl(1)), { vsn }).socket, topic);
+      await Promise.all([alice.joined, bob.joined]);
+      const clientId = randomUUID();
+      const stored = (await push(alice.channel, "speak", {
+        body: "hello bob",
+        client_id: clientId,
+      })) as Message;
+      expect(stored).toMatchObject({
+        seq: 1,
+        body: "hello bob",
+        client_id: clientId,
+        user: "guest",
+      });
+      await expect
+        .poll(() => bob.messages.map((m) => m.body), { timeout: 10_000 })
+        .toEqual(["hello bob"]);
+      // A resend of the same client id answers with the original and broadcasts nothing new.
+      expect(
+        await push(alice.channel, "speak", { body: "hello bob", client_id: clientId }),
+      ).toEqual(stored);
+      await push(alice.channel, "speak", { body: "second" });
+      await expect.poll(() => seqs(bob.messages), { timeout: 10_000 }).toEqual([1, 2]);
+      expect(seqs(alice.messages)).toEqual([1, 2]);
+    });
+  },
+);
+
+describe("Phoenix Channels", () => {
+  it("the bare topic chat is the default room, shared with the thesis routes", async () => {
+    const before = (await history(cluster.nodeUrl(0), "chat")).at(-1)?.seq ?? 0;
+    const listener = joinRoom(client(fixed(cluster.nodeUrl(2))).socket, "chat");
+    await listener.joined;
+    await fetch(`${cluster.nodeUrl(0)}/chat/speak`, {
+      method: "POST",
+      body: JSON.stringify({ message: "from the thesis route" }),
+    });
+    await expect
+      .poll(() => listener.messages.map((m) => m.seq), { timeout: 10_000 })
+      .toEqual([before + 1]);
+  });
+
+  it("last_seq replays what was missed, in order, before live messages", async () => {
+    const topic = `room:${freshRoom("replay")}`;
+    const room = topic.slice(5);
+    const sender = joinRoom(client(fixed(cluster.nodeUrl(0))).socket, topic);
+    await sender.joined;
+    for (let i = 1; i <= 5; i++) await push(sender.channel, "speak", { body: `m${i}` });
+    const socket = client(fixed(cluster.nodeUrl(1))).socket;
+    const late = socket.channel(topic, { last_seq: 2 });
+    const got: number[] = [];
+    late.on("publish", (m: Message) => {
+      got.push(m.seq);
+    });
+    await new Promise((resolve) => late.join().receive("ok", resolve));
+    await push(sender.channel, "speak", { body: "m6" });
+    await expect.poll(() => got, { timeout: 10_000 }).toEqual([3, 4, 5, 6]);
+    expect(seqs(await history(cluster.nodeUrl(2), room))).toEqual(range(1, 6));
+  });
+
+  it("several topics on one socket, leave, and error replies for bad pushes", async () => {
+    const socket = client(fixed(cluster.nodeUrl(0))).socket;
+    const one = joinRoom(socket, `room:${freshRoom("multi")}`);
+    const two = joinRoom(socket, `room:${freshRoom("multi")}`);
+    await Promise.all([one.joined, two.joined]);
+    await push(one.channel, "speak", { body: "to one" });
+    await push(two.channel, "speak", { body: "to two" });
+    await expect
+      .poll(() => [one.messages.length, two.messages.length], { timeout: 10_000 })
+      .toEqual([1, 1]);
+    expect(one.messages[0]?.body).toBe("to one");
+
+    await expect(push(one.channel, "dance", {})).rejects.toMatchObject({
+      response: { code: "unknown_event" },
+    });
+    await expect(push(one.channel, "speak", { body: "" })).rejects.toMatchObject({
+      response: { code: "bad_request" },
+    });
+    await expect(push(one.channel, "speak", { body: "x".repeat(5000) })).rejects.toMatchObject({
+      response: { code: "payload_too_large" },
+    });
+    const bad = socket.channel("room:Not Valid", {});
+    const refused = await new Promise((resolve) => bad.join().receive("error", resolve));
+    expect(refused).toMatchObject({ code: "invalid_room" });
+    bad.leave();
+
+    await new Promise((resolve) => one.channel.leave().receive("ok", resolve));
+    await push(two.channel, "speak", { body: "still joined" });
+    await expect.poll(() => two.messages.length, { timeout: 10_000 }).toBe(2);
+  });
+
+  it("presence across nodes in Phoenix Presence's format; a killed node's users disappear", async () => {
+    const topic = `room:${freshRoom("presence")}`;
+    const watcher = client(fixed(cluster.nodeUrl(0))).socket;
+    const channel = watcher.channel(topic, {});
+    const presence = new Presence(channel);
+    let names: string[] = [];
+    presence.onSync(() => {
+      names = presence
+        .list((_id: string, { metas }: { metas: { name: string }[] }) => metas.map((m) => m.name))
+        .flat()
+        .sort();
+    });
+    await new Promise((resolve) => channel.join().receive("ok", resolve));
+
+    const response = await fetch(`${cluster.nodeUrl(2)}/api/session`, {
+      method: "POST",
+      body: JSON.stringify({ name: "zoe" }),
+    });
+    const session = (await response.json()) as { token: string };
+    const zoe = client(fixed(cluster.nodeUrl(2)), { params: { token: session.token } }).socket;
+    await joinRoom(zoe, topic).joined;
+    await expect.poll(() => names, { timeout: 10_000 }).toEqual(["guest", "zoe"]);
+
+    await cluster.stopNode(2, "SIGKILL");
+    try {
+      await expect.poll(() => names, { timeout: 8000 }).toEqual(["guest"]);
+    } finally {
+      await cluster.startNode(2);
+    }
+  });
+
+  it("clients resume after the node they were on is killed: nothing lost, nothing doubled", async () => {
+    const topic = `room:${freshRoom("failover")}`;
+    const room = topic.slice(5);
+    const victim = cluster.nodes[1];
+    const anyLive = roundRobin(liveNodes(cluster));
+    const onVictim = () => (victim?.running ? victim.url : anyLive());
+    const receivers = [0, 1, 2].map(() =>
+      joinRoom(client(onVictim).socket, topic, { fromStart: true }),
+    );
+    const sender = joinRoom(client(fixed(cluster.nodeUrl(0))).socket, topic);
+    await Promise.all([...receivers, sender].map((r) => r.joined));
+
+    const total = 60;
+    const sending = (async () => {
+      for (let i = 0; i < total; i++) {
+        // a well-behaved client retries with the same client id until acknowledged
+        const id = randomUUID();
+        for (;;) {
+          try {
+            await push(sender.channel, "speak", { body: `m${i}`, client_id: id }, 2000);
+            break;
+          } catch {
+            await sleep(50);
+          }
+        }
+        await sleep(15);
+      }
+    })();
+    await sleep(300);
+    await cluster.stopNode(1, "SIGKILL");
+    await sending;
+    try {
+      for (const receiver of receivers) {
+        await expect.poll(() => receiver.messages.length, { timeout: 20_000 }).toBe(total);
+        expect(seqs(receiver.messages)).toEqual(range(1, total));
+      }
+      expect(seqs(await history(cluster.nodeUrl(0), room))).toEqual(range(1, total));
+    } finally {
+      await cluster.startNode(1);
+    }
+  });
+});
