@@ -107,6 +107,22 @@ describe("limits", () => {
       expect((r as PromiseRejectedResult).reason.response).toMatchObject({ code: "rate_limited" });
   });
 
+  it("HTTP sends share the same per-user limit: 429 rate_limited with Retry-After", async () => {
+    const session = (await (
+      await fetch(`${cluster.nodeUrl(1)}/api/session`, { method: "POST", body: JSON.stringify({ name: "http" }) })
+    ).json()) as { token: string };
+    const room = freshRoom("rate-http");
+    for (let i = 0; i < 100; i++) await send(cluster.nodeUrl(i % 2), room, `m${i}`, { token: session.token });
+    const over = await fetch(`${cluster.nodeUrl(0)}/api/rooms/${room}/messages`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${session.token}` },
+      body: JSON.stringify({ body: "one too many" }),
+    });
+    expect(over.status).toBe(429);
+    expect(Number(over.headers.get("retry-after"))).toBeGreaterThan(0);
+    expect(await over.json()).toMatchObject({ error: { code: "rate_limited" } });
+  });
+
   it("at most MAX_TOPICS_PER_SOCKET topics per socket", async () => {
     const { socket, replies } = await rawPhoenix();
     for (let i = 1; i <= 4; i++)

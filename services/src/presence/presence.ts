@@ -60,7 +60,9 @@ export class Presence {
   start(): void {
     const beat = async () => {
       await this.#guard("presence-heartbeat", async () => {
-        await this.keepAlive(this.#owner, this.#config.PRESENCE_DEAD_AFTER_MS);
+        const wasAlive = await this.#redis.set(aliveKey(this.#owner), "1", "PX", this.#config.PRESENCE_DEAD_AFTER_MS, "GET");
+        // Our alive key gone means Redis lost its data (a restart) or we were presumed dead.
+        if (wasAlive === null) await this.#retrackMine();
         await Promise.all([...this.#listeners.keys()].map((room) => this.#reap(room)));
       });
       this.#timer = setTimeout(beat, this.#config.PRESENCE_HEARTBEAT_MS);
@@ -82,7 +84,6 @@ export class Presence {
   ): Promise<string> {
     const entry: Entry = { key, meta: { ...meta, phx_ref: randomUUID() }, owner };
     await this.#guard("presence-track", async () => {
-      if (owner === this.#owner) await this.keepAlive(owner, this.#config.PRESENCE_DEAD_AFTER_MS);
       await this.#redis.hset(entriesKey(room), entry.meta.phx_ref, JSON.stringify(entry));
       if (owner === this.#owner) this.#mine.set(entry.meta.phx_ref, { room, entry });
       await this.#bus.publishPresence(room, { joins: group([entry]), leaves: {} });
@@ -129,6 +130,14 @@ export class Presence {
       await Promise.all([...byRoom].map(([room, refs]) => this.#remove(room, refs)));
       await this.#redis.del(aliveKey(this.#owner));
     });
+  }
+
+  /** Puts this node's entries back after Redis lost them, announcing them as joins again. */
+  async #retrackMine(): Promise<void> {
+    for (const { room, entry } of this.#mine.values()) {
+      await this.#redis.hset(entriesKey(room), entry.meta.phx_ref, JSON.stringify(entry));
+      await this.#bus.publishPresence(room, { joins: group([entry]), leaves: {} });
+    }
   }
 
   async #remove(room: string, refs: string[]): Promise<void> {
