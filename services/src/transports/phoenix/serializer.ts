@@ -28,9 +28,9 @@ export const PHOENIX_EVENTS = {
 /** The topic heartbeats travel on. */
 export const PHOENIX_TOPIC = "phoenix";
 
-/** phoenix.js sends `vsn` on connect; anything but 1.x means the array format. */
+/** phoenix.js sends `vsn` on connect; like Phoenix, no vsn (Tsung, old clients) means 1.0.0. */
 export function parseVsn(raw: string | undefined): Vsn {
-  return raw?.startsWith("1.") ? "1.0.0" : "2.0.0";
+  return raw === undefined || raw.startsWith("1.") ? "1.0.0" : "2.0.0";
 }
 
 export function encode(message: PhoenixMessage, vsn: Vsn): string {
