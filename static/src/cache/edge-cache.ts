@@ -1,0 +1,332 @@
+import { Agent, type IncomingMessage, type ServerResponse } from "node:http";
+import { promisify } from "node:util";
+import { brotliCompress, gzip } from "node:zlib";
+import type { Logger } from "@chat/shared";
+import CachePolicy from "http-cache-semantics";
+import type { EdgeConfig } from "../config.ts";
+import type { EdgeMetrics } from "../metrics.ts";
+import type { CachedObject, CacheStore } from "./cache-store.ts";
+import {
+  fetchFromOrigin,
+  type OriginResponse,
+  originRequestHeaders,
+  storableHeaders,
+} from "./origin.ts";
+import { type Encoding, preferredEncoding } from "./request-kind.ts";
+
+const compress = { br: promisify(brotliCompress), gzip: promisify(gzip) };
+const COMPRESSIBLE = /^(text\/|application\/(javascript|json|xml|manifest\+json)|image\/svg\+xml)/;
+const MIN_COMPRESS_BYTES = 860;
+
+/** How a response was produced, for Cache-Status (RFC 9211) and X-Cache. */
+type Outcome =
+  | { kind: "hit" }
+  | { kind: "swr" }
+  | { kind: "stale-if-error" }
+  | { kind: "revalidated" }
+  | { kind: "miss"; stored: boolean; collapsed: boolean };
+
+type PolicyRequest = CachePolicy.Request;
+
+/**
+ * The caching half of the edge (RFC 9111 through http-cache-semantics): fresh hits from
+ * memory; concurrent misses for a key collapsed into one origin fetch; stale entries
+ * revalidated with their validators, served meanwhile when stale-while-revalidate allows,
+ * and served when the origin fails while stale-if-error (or STALE_IF_ERROR_MAX_S) allows.
+ */
+export class EdgeCache {
+  readonly #store: CacheStore;
+  readonly #config: EdgeConfig;
+  readonly #metrics: EdgeMetrics;
+  readonly #log: Logger;
+  readonly #origin: URL;
+  readonly #agent = new Agent({ keepAlive: true, maxSockets: 256 });
+  readonly #inflight = new Map<
+    string,
+    Promise<{ object?: CachedObject; response: OriginResponse }>
+  >();
+
+  constructor(deps: { store: CacheStore; config: EdgeConfig; metrics: EdgeMetrics; log: Logger }) {
+    this.#store = deps.store;
+    this.#config = deps.config;
+    this.#metrics = deps.metrics;
+    this.#log = deps.log;
+    this.#origin = new URL(deps.config.ORIGIN_URL);
+  }
+
+  async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = req.url ?? "/";
+    const policyRequest: PolicyRequest = {
+      method: req.method ?? "GET",
+      url,
+      headers: cacheRequestHeaders(req),
+    };
+    const key = this.#store.keyFor(url, req.headers);
+    const cached = this.#store.get(key);
+    if (cached) {
+      const evaluation = cached.policy.evaluateRequest(policyRequest);
+      if (evaluation.response && !evaluation.revalidation)
+        return this.#send(req, res, cached, { kind: "hit" });
+      if (evaluation.response && evaluation.revalidation && !evaluation.revalidation.synchronous) {
+        void this.#revalidate(key, cached, policyRequest, req).catch((error: unknown) =>
+          this.#log.warn({ err: error, url }, "background revalidation failed"),
+        );
+        return this.#send(req, res, cached, { kind: "swr" });
+      }
+      try {
+        const fresh = await this.#revalidate(key, cached, policyRequest, req);
+        const outcome: Outcome =
+          fresh.response.status === 304
+            ? { kind: "revalidated" }
+            : { kind: "miss", stored: Boolean(fresh.object), collapsed: false };
+        return this.#send(req, res, fresh.object ?? fresh.response, outcome);
+      } catch (error) {
+        if (this.#mayServeStaleOnError(cached))
+          return this.#send(req, res, cached, { kind: "stale-if-error" });
+        throw error;
+      }
+    }
+    const collapsed = this.#inflight.has(key);
+    if (collapsed) this.#metrics.coalesced.inc();
+    else this.#metrics.misses.inc();
+    const fetched = await this.#fetchOnce(key, () => this.#fetch(url, policyRequest, req));
+    // A response not shared through the cache may be personal: a waiter fetches its own.
+    const result =
+      collapsed && !fetched.object ? await this.#fetch(url, policyRequest, req) : fetched;
+    return this.#send(req, res, result.object ?? result.response, {
+      kind: "miss",
+      stored: Boolean(result.object),
+      collapsed,
+    });
+  }
+
+  /** One origin request per key at a time; everyone else waits for its result. */
+  #fetchOnce<T>(key: string, run: () => Promise<T>): Promise<T> {
+    const running = this.#inflight.get(key) as Promise<T> | undefined;
+    if (running) return running;
+    const started = run().finally(() => this.#inflight.delete(key));
+    this.#inflight.set(key, started as Promise<{ response: OriginResponse }>);
+    return started;
+  }
+
+  async #fetch(
+    url: string,
+    policyRequest: PolicyRequest,
+    req: IncomingMessage,
+    extraHeaders: Record<string, string> = {},
+  ) {
+    const response = await fetchFromOrigin({
+      origin: this.#origin,
+      method: req.method === "HEAD" ? "HEAD" : "GET",
+      path: url,
+      headers: {
+        ...originRequestHeaders(req.headers, this.#origin.host, req.socket.remoteAddress ?? ""),
+        ...extraHeaders,
+      },
+      agent: this.#agent,
+      timeoutMs: this.#config.ORIGIN_TIMEOUT_MS,
+      maxBytes: this.#config.CACHE_MAX_OBJECT_BYTES,
+    });
+    this.#metrics.bytesFromOrigin.inc(response.body.length);
+    if (response.status >= 500)
+      throw Object.assign(new Error(`origin answered ${response.status}`), { response });
+    return { object: this.#storeIfAllowed(url, policyRequest, req, response), response };
+  }
+
+  /** A conditional request with the stored validators; a 304 refreshes the stored entry. */
+  #revalidate(
+    key: string,
+    cached: CachedObject,
+    policyRequest: PolicyRequest,
+    req: IncomingMessage,
+  ) {
+    return this.#fetchOnce(key, async () => {
+      const validators = cached.policy.revalidationHeaders(policyRequest) as Record<string, string>;
+      const conditional: Record<string, string> = {};
+      for (const name of ["if-none-match", "if-modified-since"]) {
+        const value = validators[name];
+        if (value) conditional[name] = value;
+      }
+      const fetched = await this.#fetch(req.url ?? "/", policyRequest, req, conditional);
+      if (fetched.response.status !== 304) {
+        this.#metrics.revalidations.inc({ outcome: "modified" });
+        return fetched;
+      }
+      this.#metrics.revalidations.inc({ outcome: "not_modified" });
+      const { policy } = cached.policy.revalidatedPolicy(policyRequest, {
+        status: 304,
+        headers: fetched.response.headers,
+      });
+      const refreshed: CachedObject = {
+        ...cached,
+        policy,
+        headers: { ...cached.headers, ...storableHeaders(policy.responseHeaders()) },
+      };
+      this.#store.set(refreshed);
+      return { object: refreshed, response: fetched.response };
+    });
+  }
+
+  #storeIfAllowed(
+    url: string,
+    policyRequest: PolicyRequest,
+    req: IncomingMessage,
+    response: OriginResponse,
+  ) {
+    const policyResponse = { status: response.status, headers: response.headers };
+    const policy = new CachePolicy(policyRequest, policyResponse, { shared: true });
+    const cacheControl = String(response.headers["cache-control"] ?? "");
+    const vary = String(response.headers.vary ?? "")
+      .toLowerCase()
+      .split(",")
+      .map((name) => name.trim())
+      .filter((name) => name && name !== "accept-encoding");
+    const personal =
+      response.headers["set-cookie"] !== undefined && !/\bpublic\b/.test(cacheControl);
+    if (!policy.storable() || personal || vary.includes("*") || response.status === 304)
+      return undefined;
+    const object: CachedObject = {
+      key: this.#store.keyForResponse(url, vary, req.headers),
+      url,
+      tags: String(response.headers["surrogate-key"] ?? "")
+        .split(/\s+/)
+        .filter(Boolean),
+      policy,
+      status: response.status,
+      headers: storableHeaders(response.headers),
+      body: response.body,
+      encoded: {},
+    };
+    this.#store.set(object);
+    return object;
+  }
+
+  #mayServeStaleOnError(cached: CachedObject): boolean {
+    const cacheControl = cached.headers["cache-control"] ?? "";
+    if (/\b(must-revalidate|proxy-revalidate|no-cache)\b/.test(cacheControl)) return false;
+    const declared = Number(/stale-if-error=(\d+)/.exec(cacheControl)?.[1] ?? 0);
+    const overdue = cached.policy.age() - cached.policy.maxAge();
+    return overdue <= Math.max(declared, this.#config.STALE_IF_ERROR_MAX_S);
+  }
+
+  async #send(
+    req: IncomingMessage,
+    res: ServerResponse,
+    source: CachedObject | OriginResponse,
+    outcome: Outcome,
+  ) {
+    const fromCache = "policy" in source && outcome.kind !== "miss";
+    const headers: Record<string, string | string[]> = fromCache
+      ? { ...source.headers, ...storableHeaders(source.policy.responseHeaders()) }
+      : "policy" in source
+        ? { ...source.headers }
+        : originHeaders(source);
+    const encoding = await this.#encodingFor(req, source, headers);
+    const body =
+      encoding === "identity"
+        ? source.body
+        : ((source as CachedObject).encoded[encoding] ?? source.body);
+    if (encoding !== "identity") headers["content-encoding"] = encoding;
+    headers.vary = mergeVary(headers.vary, "Accept-Encoding");
+    headers["content-length"] = String(body.length);
+    headers.age = fromCache ? String(Math.round((source as CachedObject).policy.age())) : "0";
+    headers["cache-status"] = cacheStatus(outcome);
+    headers["x-cache"] = xCache(outcome);
+    const notModified =
+      fromCache &&
+      req.headers["if-none-match"] !== undefined &&
+      req.headers["if-none-match"] === headers.etag;
+    if (fromCache) {
+      if (outcome.kind === "hit") this.#metrics.hits.inc();
+      if (outcome.kind === "swr" || outcome.kind === "stale-if-error")
+        this.#metrics.staleServed.inc();
+    }
+    if (notModified) {
+      const { etag = "", age, "cache-status": status, "x-cache": xcache } = headers;
+      res.writeHead(304, { etag: String(etag), age, "cache-status": status, "x-cache": xcache });
+      res.end();
+      return;
+    }
+    res.writeHead(source.status, headers);
+    if (req.method === "HEAD") res.end();
+    else {
+      if (fromCache) this.#metrics.bytesFromCache.inc(body.length);
+      res.end(body);
+    }
+  }
+
+  /** Compresses a stored object's body once per encoding and keeps the result with it. */
+  async #encodingFor(
+    req: IncomingMessage,
+    source: CachedObject | OriginResponse,
+    headers: Record<string, string | string[]>,
+  ): Promise<Encoding> {
+    const wanted = preferredEncoding(req.headers["accept-encoding"]);
+    const type = String(headers["content-type"] ?? "");
+    if (
+      wanted === "identity" ||
+      !("policy" in source) ||
+      !COMPRESSIBLE.test(type) ||
+      source.body.length < MIN_COMPRESS_BYTES
+    ) {
+      return "identity";
+    }
+    if (!source.encoded[wanted]) {
+      source.encoded[wanted] = await compress[wanted](source.body);
+      this.#store.set(source); // re-measured: the variant counts against CACHE_MAX_BYTES
+    }
+    return wanted;
+  }
+}
+
+/** The request as the cache policy sees it: encoding and the client's conditionals are the edge's business. */
+function cacheRequestHeaders(req: IncomingMessage): CachePolicy.Headers {
+  const {
+    "accept-encoding": _encoding,
+    "if-none-match": _etag,
+    "if-modified-since": _since,
+    ...headers
+  } = req.headers;
+  return headers;
+}
+
+function originHeaders(response: OriginResponse): Record<string, string | string[]> {
+  const headers: Record<string, string | string[]> = storableHeaders(response.headers);
+  const cookies = response.headers["set-cookie"];
+  if (cookies) headers["set-cookie"] = cookies; // passed to this one client, never stored
+  return headers;
+}
+
+function mergeVary(existing: string | string[] | undefined, name: string): string {
+  const current = String(existing ?? "");
+  return current.toLowerCase().includes(name.toLowerCase())
+    ? current
+    : current
+      ? `${current}, ${name}`
+      : name;
+}
+
+function cacheStatus(outcome: Outcome): string {
+  switch (outcome.kind) {
+    case "hit":
+      return "chat-edge; hit";
+    case "swr":
+      return "chat-edge; hit; detail=stale-while-revalidate";
+    case "stale-if-error":
+      return "chat-edge; hit; detail=stale-if-error";
+    case "revalidated":
+      return "chat-edge; fwd=stale; fwd-status=304";
+    case "miss":
+      return `chat-edge; fwd=miss${outcome.stored ? "; stored" : ""}${outcome.collapsed ? "; collapsed" : ""}`;
+  }
+}
+
+function xCache(outcome: Outcome): string {
+  return {
+    hit: "HIT",
+    swr: "STALE",
+    "stale-if-error": "STALE",
+    revalidated: "REVALIDATED",
+    miss: "MISS",
+  }[outcome.kind];
+}

@@ -1,0 +1,116 @@
+import { timingSafeEqual } from "node:crypto";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { ChatError, type Logger } from "@chat/shared";
+import { CacheStore } from "./cache/cache-store.ts";
+import { EdgeCache } from "./cache/edge-cache.ts";
+import { isCacheCandidate } from "./cache/request-kind.ts";
+import type { EdgeConfig } from "./config.ts";
+import { createEdgeMetrics } from "./metrics.ts";
+import { createPassthrough } from "./passthrough.ts";
+
+const PURGE_PATH = "/.edge/purge";
+const METRICS_PATH = "/.edge/metrics";
+const MAX_PURGE_BODY = 64 * 1024;
+
+/**
+ * An edge: caches what the origin lets it cache and passes live traffic through, on one
+ * port. Its own endpoints live under /.edge/ so they never shadow the origin's paths.
+ */
+export function createEdge(config: EdgeConfig, log: Logger) {
+  const metrics = createEdgeMetrics(config.EDGE_ID);
+  const store = new CacheStore(config.CACHE_MAX_BYTES, metrics);
+  const cache = new EdgeCache({ store, config, metrics, log });
+  const passthrough = createPassthrough(config.ORIGIN_URL, metrics, log);
+
+  const server: Server = createServer((req, res) => {
+    route(req, res).catch((error: unknown) => fail(res, error));
+  });
+  server.on("upgrade", (req, socket, head) => passthrough.ws(req, socket, head));
+  server.on("clientError", (_error, socket) => socket.destroy());
+
+  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? "/").split("?")[0];
+    if (path === METRICS_PATH) {
+      res.writeHead(200, { "content-type": metrics.registry.contentType });
+      res.end(await metrics.registry.metrics());
+    } else if (path === PURGE_PATH && req.method === "POST") await purge(req, res);
+    else if (isCacheCandidate(req)) await cache.handle(req, res);
+    else passthrough.web(req, res);
+  }
+
+  /** `POST /.edge/purge { urls?: string[], tags?: string[] }` with `Authorization: Bearer EDGE_ADMIN_TOKEN`. */
+  async function purge(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (!authorized(req.headers.authorization, config.EDGE_ADMIN_TOKEN)) {
+      throw new ChatError("unauthorized", "purging needs Authorization: Bearer <EDGE_ADMIN_TOKEN>");
+    }
+    const body = await readJson(req);
+    const urls = Array.isArray(body.urls) ? body.urls.map(String) : [];
+    const tags = Array.isArray(body.tags) ? body.tags.map(String) : [];
+    if (urls.length + tags.length === 0)
+      throw new ChatError("bad_request", "give urls and/or tags to purge");
+    const purged = [
+      ...urls.map((url) => store.purgeUrl(url)),
+      ...tags.map((tag) => store.purgeTag(tag)),
+    ].reduce((a, b) => a + b, 0);
+    json(res, 200, { purged });
+  }
+
+  function fail(res: ServerResponse, error: unknown): void {
+    const chatError =
+      error instanceof ChatError
+        ? error
+        : new ChatError("unavailable", "the origin could not answer; retry", { retryAfter: 1 });
+    if (!(error instanceof ChatError)) log.warn({ err: error }, "edge request failed");
+    if (res.headersSent) res.destroy();
+    else json(res, chatError.code === "unavailable" ? 502 : chatError.status, chatError.toBody());
+  }
+
+  return {
+    server,
+    metrics,
+    listen(): Promise<number> {
+      return new Promise((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(config.PORT, config.HOST, 4096, () => {
+          const address = server.address();
+          resolve(typeof address === "object" && address ? address.port : config.PORT);
+        });
+      });
+    },
+    async close(): Promise<void> {
+      passthrough.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections();
+    },
+  };
+}
+
+function authorized(header: string | undefined, token: string | undefined): boolean {
+  if (!token || !header?.startsWith("Bearer ")) return false;
+  const given = Buffer.from(header.slice("Bearer ".length));
+  const expected = Buffer.from(token);
+  return given.length === expected.length && timingSafeEqual(given, expected);
+}
+
+async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_PURGE_BODY) throw new ChatError("payload_too_large", "purge body too large");
+    chunks.push(chunk as Buffer);
+  }
+  try {
+    const value: unknown = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+    if (typeof value === "object" && value !== null && !Array.isArray(value))
+      return value as Record<string, unknown>;
+  } catch {
+    // answered below, like any other body that is not a JSON object
+  }
+  throw new ChatError("invalid_json", "the purge body must be a JSON object");
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { "content-type": "application/json" });
+  res.end(JSON.stringify(body));
+}

@@ -1,0 +1,2 @@
+export { loadEdgeConfig } from "./config.ts";
+export { createEdge } from "./edge.ts";

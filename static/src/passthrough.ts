@@ -1,0 +1,48 @@
+import { Agent, type IncomingMessage, type ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
+import { ChatError, type Logger } from "@chat/shared";
+import { createProxyServer } from "http-proxy-3";
+import type { EdgeMetrics } from "./metrics.ts";
+
+/**
+ * Live traffic — API calls, SSE, long polls, WebSocket upgrades — streamed to the origin
+ * and back, never buffered or cached. Keep-alive for HTTP (the proxy's default would send
+ * `Connection: close` upstream every time); upgrades get their own connections.
+ */
+export function createPassthrough(originUrl: string, metrics: EdgeMetrics, log: Logger) {
+  const proxy = createProxyServer({
+    target: originUrl,
+    xfwd: true,
+    agent: new Agent({ keepAlive: true, maxSockets: 1024 }),
+  });
+  proxy.on("proxyRes", (proxyRes) => {
+    proxyRes.headers["cache-status"] = "chat-edge; fwd=bypass";
+    proxyRes.headers["x-cache"] = "BYPASS";
+    proxyRes.headers.age = "0";
+  });
+  proxy.on("error", (error, _req, target) => {
+    log.warn({ err: error }, "origin unreachable for a pass-through request");
+    if ("writeHead" in target) {
+      const response = target as ServerResponse;
+      if (!response.headersSent) {
+        const body = new ChatError("unavailable", "the origin is unreachable; retry", {
+          retryAfter: 1,
+        }).toBody();
+        response.writeHead(502, { "content-type": "application/json", "retry-after": "1" });
+        response.end(JSON.stringify(body));
+      } else response.destroy();
+    } else (target as Duplex).destroy();
+  });
+  return {
+    web(req: IncomingMessage, res: ServerResponse): void {
+      metrics.passthrough.inc();
+      proxy.web(req, res);
+    },
+    ws(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+      metrics.passthrough.inc();
+      socket.on("error", () => socket.destroy()); // a client gone mid-handshake must not crash the edge
+      proxy.ws(req, socket, head);
+    },
+    close: () => proxy.close(),
+  };
+}

@@ -1,0 +1,329 @@
+import {
+  createServer,
+  type IncomingMessage,
+  request,
+  type Server,
+  type ServerResponse,
+} from "node:http";
+import type { AddressInfo } from "node:net";
+import { brotliDecompressSync, gunzipSync } from "node:zlib";
+import { createLogger } from "@chat/shared";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import WebSocket, { WebSocketServer } from "ws";
+import { loadEdgeConfig } from "../static/src/config.ts";
+import { createEdge } from "../static/src/edge.ts";
+
+/**
+ * The edge against a real origin: an HTTP server whose routes each test defines, which
+ * counts the requests that reach it. (The cluster suites put the edge before real nodes.)
+ */
+type Route = (req: IncomingMessage, res: ServerResponse) => void;
+const routes = new Map<string, Route>();
+const seen: IncomingMessage[] = [];
+let origin: Server;
+let originPort = 0;
+let edge: ReturnType<typeof createEdge>;
+let edgeUrl = "";
+const ADMIN = "edge-admin-token-0123456789";
+
+function startOrigin(port = 0): Promise<number> {
+  origin = createServer((req, res) => {
+    seen.push(req);
+    const route = routes.get((req.url ?? "/").split("?")[0] ?? "/");
+    if (route) route(req, res);
+    else {
+      res.writeHead(404);
+      res.end();
+    }
+  });
+  const wss = new WebSocketServer({ server: origin });
+  wss.on("connection", (socket) =>
+    socket.on("message", (data) => socket.send(`echo:${String(data)}`)),
+  );
+  return new Promise((resolve) =>
+    origin.listen(port, "127.0.0.1", () => resolve((origin.address() as AddressInfo).port)),
+  );
+}
+
+beforeAll(async () => {
+  originPort = await startOrigin();
+  const config = loadEdgeConfig({
+    PORT: "0",
+    ORIGIN_URL: `http://127.0.0.1:${originPort}`,
+    CACHE_MAX_BYTES: String(400 * 1024),
+    EDGE_ADMIN_TOKEN: ADMIN,
+  });
+  edge = createEdge(config, createLogger({ service: "edge", instance: "test", level: "silent" }));
+  edgeUrl = `http://127.0.0.1:${await edge.listen()}`;
+});
+afterAll(async () => {
+  await edge.close();
+  origin.close();
+});
+beforeEach(() => {
+  routes.clear();
+  seen.length = 0;
+});
+
+const hits = (path: string) => seen.filter((r) => r.url === path).length;
+
+/** A raw GET (fetch would decompress and hide Content-Encoding). */
+function get(path: string, headers: Record<string, string> = {}, method = "GET") {
+  return new Promise<{ status: number; headers: Record<string, string>; body: Buffer }>(
+    (resolve, reject) => {
+      const req = request(`${edgeUrl}${path}`, { method, headers }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers as Record<string, string>,
+            body: Buffer.concat(chunks),
+          }),
+        );
+      });
+      req.on("error", reject);
+      req.end();
+    },
+  );
+}
+
+const serve =
+  (body: string | Buffer, headers: Record<string, string | string[]>, delayMs = 0): Route =>
+  (_req, res) =>
+    setTimeout(() => {
+      res.writeHead(200, { "content-type": "text/plain", ...headers });
+      res.end(body);
+    }, delayMs);
+
+describe("edge cache", () => {
+  it("serves a fresh response from the cache with Age, Cache-Status and X-Cache", async () => {
+    routes.set("/fresh", serve("fresh body", { "cache-control": "public, max-age=60" }));
+    const first = await get("/fresh");
+    expect(first.headers["x-cache"]).toBe("MISS");
+    expect(first.headers["cache-status"]).toBe("chat-edge; fwd=miss; stored");
+    const second = await get("/fresh");
+    expect(second.body.toString()).toBe("fresh body");
+    expect(second.headers).toMatchObject({ "x-cache": "HIT", "cache-status": "chat-edge; hit" });
+    expect(Number(second.headers.age)).toBeGreaterThanOrEqual(0);
+    expect(hits("/fresh")).toBe(1);
+  });
+
+  it("collapses 200 concurrent misses into one origin fetch", async () => {
+    routes.set("/popular", serve("popular", { "cache-control": "public, max-age=60" }, 300));
+    const responses = await Promise.all(Array.from({ length: 200 }, () => get("/popular")));
+    expect(responses.every((r) => r.status === 200 && r.body.toString() === "popular")).toBe(true);
+    expect(hits("/popular")).toBe(1);
+    expect(responses.filter((r) => r.headers["cache-status"]?.includes("collapsed")).length).toBe(
+      199,
+    );
+  });
+
+  it("revalidates a stale entry with its ETag; a 304 refreshes it", async () => {
+    let etagChecks = 0;
+    routes.set("/etag", (req, res) => {
+      if (req.headers["if-none-match"] === '"v1"') {
+        etagChecks++;
+        res.writeHead(304, { etag: '"v1"', "cache-control": "public, max-age=0" });
+        res.end();
+        return;
+      }
+      res.writeHead(200, {
+        etag: '"v1"',
+        "cache-control": "public, max-age=0",
+        "content-type": "text/plain",
+      });
+      res.end("versioned");
+    });
+    await get("/etag");
+    const revalidated = await get("/etag");
+    expect(revalidated.body.toString()).toBe("versioned");
+    expect(revalidated.headers["x-cache"]).toBe("REVALIDATED");
+    expect(revalidated.headers["cache-status"]).toContain("fwd-status=304");
+    expect(etagChecks).toBe(1);
+    const conditional = await get("/etag", { "if-none-match": '"v1"' });
+    expect(conditional.status).toBe(304);
+  });
+
+  it("serves stale while revalidating in the background (stale-while-revalidate)", async () => {
+    let version = 1;
+    routes.set("/swr", (_req, res) => {
+      res.writeHead(200, {
+        "cache-control": "public, max-age=1, stale-while-revalidate=30",
+        "content-type": "text/plain",
+      });
+      res.end(`v${version++}`);
+    });
+    await get("/swr");
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const stale = await get("/swr");
+    expect(stale.body.toString()).toBe("v1");
+    expect(stale.headers["x-cache"]).toBe("STALE");
+    await expect.poll(() => hits("/swr")).toBe(2);
+    await expect.poll(async () => (await get("/swr")).body.toString()).toBe("v2");
+  });
+
+  it("with the origin down, serves what it has, stale (stale-if-error)", async () => {
+    routes.set(
+      "/resilient",
+      serve("still here", { "cache-control": "public, max-age=1, stale-if-error=600" }),
+    );
+    await get("/resilient");
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    await new Promise<void>((resolve) => origin.close(() => resolve()));
+    origin.closeAllConnections();
+    try {
+      const stale = await get("/resilient");
+      expect(stale.status).toBe(200);
+      expect(stale.body.toString()).toBe("still here");
+      expect(stale.headers["cache-status"]).toContain("stale-if-error");
+      const uncached = await get("/never-seen");
+      expect(uncached.status).toBe(502);
+      expect(JSON.parse(uncached.body.toString())).toMatchObject({
+        error: { code: "unavailable" },
+      });
+    } finally {
+      await startOrigin(originPort);
+    }
+  });
+
+  it("evicts least recently used objects to stay within CACHE_MAX_BYTES", async () => {
+    const big = Buffer.alloc(100 * 1024, 7);
+    for (let i = 0; i < 6; i++)
+      routes.set(
+        `/big${i}`,
+        serve(big, {
+          "cache-control": "public, max-age=60",
+          "content-type": "application/octet-stream",
+        }),
+      );
+    for (let i = 0; i < 6; i++) await get(`/big${i}`);
+    expect((await get("/big5")).headers["x-cache"]).toBe("HIT");
+    expect((await get("/big0")).headers["x-cache"]).toBe("MISS");
+    const metrics = await (await fetch(`${edgeUrl}/.edge/metrics`)).text();
+    expect(metrics).toMatch(/edge_cache_evictions_total\{[^}]*\} [1-9]/);
+    expect(Number(/edge_cache_bytes\{[^}]*\} (\d+)/.exec(metrics)?.[1])).toBeLessThanOrEqual(
+      400 * 1024,
+    );
+  });
+
+  it("purges by URL and by Surrogate-Key tag, only with the admin token", async () => {
+    routes.set(
+      "/a",
+      serve("a", { "cache-control": "public, max-age=60", "surrogate-key": "posts all" }),
+    );
+    routes.set("/b", serve("b", { "cache-control": "public, max-age=60", "surrogate-key": "all" }));
+    await get("/a");
+    await get("/b");
+    const purge = (body: object, token = ADMIN) =>
+      fetch(`${edgeUrl}/.edge/purge`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}` },
+        body: JSON.stringify(body),
+      });
+    expect((await purge({ urls: ["/a"] }, "wrong-token-wrong-token")).status).toBe(401);
+    expect(await (await purge({ urls: ["/a"] })).json()).toEqual({ purged: 1 });
+    expect((await get("/a")).headers["x-cache"]).toBe("MISS");
+    expect(await (await purge({ tags: ["all"] })).json()).toEqual({ purged: 2 });
+    expect((await get("/b")).headers["x-cache"]).toBe("MISS");
+  });
+
+  it("never stores a response that sets a cookie, nor one for an Authorization request", async () => {
+    routes.set(
+      "/cookie",
+      serve("personal", { "cache-control": "max-age=60", "set-cookie": "session=abc" }),
+    );
+    expect((await get("/cookie")).headers["set-cookie"]).toBeDefined();
+    await get("/cookie");
+    expect(hits("/cookie")).toBe(2);
+    routes.set("/auth", serve("for you", { "cache-control": "max-age=60" }));
+    await get("/auth", { authorization: "Bearer x" });
+    await get("/auth", { authorization: "Bearer y" });
+    expect(hits("/auth")).toBe(2);
+  });
+
+  it("keys on nothing a client can use to poison the cache (X-Forwarded-Host and friends)", async () => {
+    routes.set("/page", (req, res) => {
+      res.writeHead(200, { "cache-control": "public, max-age=60", "content-type": "text/html" });
+      res.end(`<a href="//${req.headers["x-forwarded-host"] ?? req.headers.host}/next">next</a>`);
+    });
+    await get("/page", { "x-forwarded-host": "evil.example" });
+    const victim = await get("/page");
+    expect(victim.body.toString()).not.toContain("evil.example");
+    expect(seen[0]?.headers["x-forwarded-host"]).toBeUndefined();
+  });
+
+  it("stores gzip and brotli variants, compressing once per variant", async () => {
+    const text = "chat ".repeat(2000);
+    routes.set(
+      "/app.js",
+      serve(text, {
+        "cache-control": "public, max-age=60",
+        "content-type": "application/javascript",
+      }),
+    );
+    const br = await get("/app.js", { "accept-encoding": "gzip, br" });
+    expect(br.headers["content-encoding"]).toBe("br");
+    expect(brotliDecompressSync(br.body).toString()).toBe(text);
+    const gz = await get("/app.js", { "accept-encoding": "gzip" });
+    expect(gz.headers["content-encoding"]).toBe("gzip");
+    expect(gunzipSync(gz.body).toString()).toBe(text);
+    const again = await get("/app.js", { "accept-encoding": "br;q=1, gzip;q=0.5" });
+    expect(again.body.equals(br.body)).toBe(true);
+    expect((await get("/app.js")).body.toString()).toBe(text);
+    expect(hits("/app.js")).toBe(1);
+    expect(br.headers.vary).toContain("Accept-Encoding");
+  });
+});
+
+describe("pass-through", () => {
+  it("streams SSE without buffering and never caches API calls", async () => {
+    routes.set("/api/rooms/x/stream", (_req, res) => {
+      res.writeHead(200, {
+        "content-type": "text/event-stream",
+        "cache-control": "public, max-age=60",
+      });
+      res.write("data: first\n\n");
+      setTimeout(() => res.end("data: second\n\n"), 1500);
+    });
+    const started = Date.now();
+    const response = await fetch(`${edgeUrl}/api/rooms/x/stream`);
+    const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+    const first = await reader.read();
+    expect(new TextDecoder().decode(first.value)).toContain("first");
+    expect(Date.now() - started).toBeLessThan(1200);
+    expect(response.headers.get("x-cache")).toBe("BYPASS");
+    await reader.cancel();
+    routes.set("/api/rooms", serve("[]", { "cache-control": "public, max-age=60" }));
+    await get("/api/rooms");
+    await get("/api/rooms");
+    expect(hits("/api/rooms")).toBe(2);
+  });
+
+  it("passes POSTs and WebSocket upgrades through", async () => {
+    routes.set("/api/rooms/x/messages", (req, res) => {
+      let body = "";
+      req.on("data", (c) => {
+        body += c;
+      });
+      req.on("end", () => {
+        res.writeHead(201, { "content-type": "application/json" });
+        res.end(body);
+      });
+    });
+    const posted = await fetch(`${edgeUrl}/api/rooms/x/messages`, {
+      method: "POST",
+      body: '{"body":"hi"}',
+    });
+    expect(posted.status).toBe(201);
+    expect(await posted.text()).toBe('{"body":"hi"}');
+    const socket = new WebSocket(`${edgeUrl.replace("http", "ws")}/socket/websocket`);
+    const reply = await new Promise<string>((resolve, reject) => {
+      socket.on("open", () => socket.send("ping"));
+      socket.on("message", (data) => resolve(String(data)));
+      socket.on("error", reject);
+    });
+    expect(reply).toBe("echo:ping");
+    socket.close();
+  });
+});
