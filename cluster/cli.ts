@@ -38,6 +38,7 @@ try {
     nodes,
     ...(values["data-dir"] ? { dataDir: values["data-dir"] } : {}),
     ports: DEFAULT_PORTS,
+    edge: true,
     nodeOutput: "inherit",
     log: say,
   });
@@ -52,6 +53,7 @@ const first = cluster.nodeUrl(0);
 const other = cluster.nodeUrl(Math.min(1, cluster.nodes.length - 1));
 console.log(`
   chat cluster is up (data in ${cluster.dataDir})
+    open the chat    ${cluster.edgeUrl}/   (the edge)
     nodes             ${cluster.nodes.map((node) => node.url).join("  ")}
     redis             ${cluster.redisUrl}
     postgres primary  ${cluster.primaryUrl}

@@ -2,7 +2,9 @@ import { chmodSync, mkdirSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { buildClient } from "../static/build.ts";
 import { ensureBinaries } from "./binaries.ts";
+import { startEdge } from "./edge.ts";
 import { type PostgresSetup, postgresUrl, startPrimary, startReplica } from "./postgres.ts";
 import { ManagedProcess } from "./process.ts";
 import { startRedis } from "./redis.ts";
@@ -16,6 +18,7 @@ export interface ClusterPorts {
   replica: number;
   /** Nodes listen on firstNode, firstNode + 1, … */
   firstNode: number;
+  edge: number;
 }
 
 export const DEFAULT_PORTS: ClusterPorts = {
@@ -23,6 +26,7 @@ export const DEFAULT_PORTS: ClusterPorts = {
   primary: 5432,
   replica: 5433,
   firstNode: 4001,
+  edge: 8080,
 };
 
 export interface ClusterOptions {
@@ -36,6 +40,8 @@ export interface ClusterOptions {
   nodeOutput?: "inherit" | "pipe-to-file";
   /** The node entry point, relative to the repository root. */
   nodeEntry?: string;
+  /** Also start the edge (the public entry) in front of the nodes. */
+  edge?: boolean;
   /** Delete dataDir on stop (tests use a temp folder). */
   removeDataOnStop?: boolean;
   log?: (line: string) => void;
@@ -56,6 +62,8 @@ export interface Cluster {
   readonly primaryUrl: string;
   readonly replicaUrl: string;
   readonly nodes: readonly NodeHandle[];
+  /** The edge's URL when it was asked for. */
+  readonly edgeUrl: string | undefined;
   nodeUrl(index: number): string;
   startNode(index: number): Promise<void>;
   stopNode(index: number, signal?: NodeJS.Signals): Promise<void>;
@@ -122,6 +130,7 @@ class LocalCluster implements Cluster {
   #redis: ManagedProcess | undefined;
   #primary: ManagedProcess | undefined;
   #replica: ManagedProcess | undefined;
+  #edge: ManagedProcess | undefined;
   #stopped = false;
 
   constructor(parts: ClusterParts) {
@@ -136,13 +145,31 @@ class LocalCluster implements Cluster {
     return this.#nodes;
   }
 
+  get edgeUrl(): string | undefined {
+    return this.#edge ? `http://127.0.0.1:${this.#parts.ports.edge}` : undefined;
+  }
+
   async boot(nodeCount: number): Promise<void> {
-    const { log } = this.#parts;
-    await Promise.all([this.startRedis(), this.startPrimary()]);
+    const { log, options } = this.#parts;
+    await Promise.all([this.startRedis(), this.startPrimary(), buildClient()]);
     log(`redis on ${this.redisUrl}, postgres primary on ${this.primaryUrl}`);
     await this.startReplica();
     log(`postgres replica on ${this.replicaUrl}`);
     await Promise.all(Array.from({ length: nodeCount }, () => this.addNode()));
+    if (options.edge) await this.#startEdge();
+  }
+
+  /** The edge's origin is the first node until the gateway (issue #4) stands in front of them all. */
+  async #startEdge(): Promise<void> {
+    const { ports, logDir, options } = this.#parts;
+    this.#edge = await startEdge({
+      repoRoot: REPO_ROOT,
+      port: ports.edge,
+      originUrl: this.nodeUrl(0),
+      logDir,
+      output: options.nodeOutput ?? "inherit",
+    });
+    this.#parts.log(`edge on ${this.edgeUrl}`);
   }
 
   nodeUrl(index: number): string {
@@ -197,6 +224,7 @@ class LocalCluster implements Cluster {
   async stop(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
+    await this.#edge?.stop("SIGTERM", 5000);
     await Promise.all(this.#nodes.map((node) => node.process.stop("SIGTERM", 5000)));
     await this.stopReplica();
     await this.stopPrimary();
@@ -271,9 +299,9 @@ async function resolvePorts(
 ): Promise<ClusterPorts & { nodes?: number[] }> {
   if (requested !== "auto") return { ...DEFAULT_PORTS, ...requested };
   // Extra node ports leave room for addNode().
-  const free = await Promise.all(Array.from({ length: 3 + nodes + 4 }, findFreePort));
-  const [redis = 0, primary = 0, replica = 0, ...nodePorts] = free;
-  return { redis, primary, replica, firstNode: nodePorts[0] ?? 0, nodes: nodePorts };
+  const free = await Promise.all(Array.from({ length: 4 + nodes + 4 }, findFreePort));
+  const [redis = 0, primary = 0, replica = 0, edge = 0, ...nodePorts] = free;
+  return { redis, primary, replica, edge, firstNode: nodePorts[0] ?? 0, nodes: nodePorts };
 }
 
 /** A TCP port free on 127.0.0.1 right now. */

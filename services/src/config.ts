@@ -1,4 +1,5 @@
 import { hostname } from "node:os";
+import { fileURLToPath } from "node:url";
 import { env, loadConfig } from "@chat/shared";
 import { z } from "zod";
 
@@ -75,6 +76,9 @@ export const nodeConfigSchema = z.object({
   /** Presence: how often a node proves it is alive, and when silent nodes' entries are dropped. */
   PRESENCE_HEARTBEAT_MS: env.int(1000, 100),
   PRESENCE_DEAD_AFTER_MS: env.int(5000, 500),
+
+  /** The built web client the node serves as the edge's origin (`npm run build`). */
+  STATIC_DIR: env.string(fileURLToPath(new URL("../../static/dist", import.meta.url))),
 
   /** Delay before a gap in the live stream is filled from Postgres (lets a reordered publish land). */
   GAP_FILL_DELAY_MS: env.int(25, 0, 10_000),

@@ -10,6 +10,7 @@ import { messageRoutes } from "../transports/http-messages.ts";
 import { phoenixSocketRoutes } from "../transports/phoenix/socket.ts";
 import { sseRoutes } from "../transports/sse.ts";
 import { thesisRoutes } from "../transports/thesis.ts";
+import { webRoutes } from "../web/routes.ts";
 import type { App, AppEnv, NodeServices } from "./context.ts";
 import { errorResponse, notFound } from "./errors.ts";
 
@@ -61,6 +62,7 @@ export function createApp(services: NodeServices): App {
     sseRoutes,
     thesisRoutes,
     phoenixSocketRoutes,
+    webRoutes,
   ]) {
     routes(app, services);
   }

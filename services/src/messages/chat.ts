@@ -46,6 +46,11 @@ export class Chat {
     return messages;
   }
 
+  /** Scroll-back: the `limit` messages before `before`, ascending. */
+  historyBefore(room: string, before: number, limit: number): Promise<Message[]> {
+    return this.#store.pageBefore(room, before, limit);
+  }
+
   /**
    * A long poll: answers at once when anything is newer than `after`, else with the first
    * messages to arrive (together with any that land in the same tick), or [] when `waitMs`

@@ -60,7 +60,13 @@ export class Presence {
   start(): void {
     const beat = async () => {
       await this.#guard("presence-heartbeat", async () => {
-        const wasAlive = await this.#redis.set(aliveKey(this.#owner), "1", "PX", this.#config.PRESENCE_DEAD_AFTER_MS, "GET");
+        const wasAlive = await this.#redis.set(
+          aliveKey(this.#owner),
+          "1",
+          "PX",
+          this.#config.PRESENCE_DEAD_AFTER_MS,
+          "GET",
+        );
         // Our alive key gone means Redis lost its data (a restart) or we were presumed dead.
         if (wasAlive === null) await this.#retrackMine();
         await Promise.all([...this.#listeners.keys()].map((room) => this.#reap(room)));

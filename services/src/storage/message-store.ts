@@ -105,6 +105,14 @@ export class MessageStore {
     return { messages, head };
   }
 
+  /** The `limit` messages just before `before`, ascending: scroll-back. */
+  async pageBefore(room: string, before: number, limit: number): Promise<Message[]> {
+    const sql = `SELECT * FROM (
+      SELECT ${MESSAGE_COLUMNS} FROM messages WHERE room = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3
+    ) latest ORDER BY seq`;
+    return (await this.#read<MessageRow>(sql, [room, before, limit])).map(toMessage);
+  }
+
   /** The latest seq of each room, read on the primary (the source of truth for heads). */
   async heads(rooms: string[]): Promise<Map<string, number>> {
     const sql = "SELECT name, last_seq FROM rooms WHERE name = ANY($1)";

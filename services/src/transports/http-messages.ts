@@ -44,7 +44,9 @@ export async function poll(
   room: string,
   query: Record<string, string>,
 ): Promise<Response> {
-  const { after, limit, wait } = parseOr400(historyQuerySchema(config), query);
+  const { after, before, limit, wait } = parseOr400(historyQuerySchema(config), query);
+  if (before !== undefined)
+    return c.json({ messages: await chat.historyBefore(room, before, limit) });
   if (wait === 0) return c.json({ messages: await chat.history(room, after, limit) });
   let endEarly!: () => void;
   const ended = new Promise<void>((resolve) => {

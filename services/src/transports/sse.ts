@@ -60,6 +60,7 @@ export async function stream(
     const heartbeat = setInterval(() => void sse.write(": ping\n\n"), config.SSE_HEARTBEAT_MS);
     try {
       await sse.write(`retry: ${RECONNECT_MS}\n\n`);
+      await sse.writeSSE({ event: "ready", data: JSON.stringify({ node: config.NODE_ID }) });
       while (!endReason) {
         const delivery = queue.shift();
         if (delivery) {

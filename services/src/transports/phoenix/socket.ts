@@ -175,7 +175,7 @@ class PhoenixSocket implements SocketProtocol {
       channel.subscription.close(); // left or closed while the replay ran
       return;
     }
-    this.#send(reply(message, "ok", {}));
+    this.#send(reply(message, "ok", { node: this.#services.config.NODE_ID }));
     const early = channel.early ?? [];
     channel.early = null;
     for (const delivery of early) this.#publish(channel, delivery);

@@ -1,0 +1,32 @@
+import { join } from "node:path";
+import { ManagedProcess } from "./process.ts";
+
+/** The edge process (static/src/main.ts), in front of `originUrl`; resolves once it answers. */
+export async function startEdge(options: {
+  repoRoot: string;
+  port: number;
+  originUrl: string;
+  logDir: string;
+  output: "inherit" | "pipe-to-file";
+  env?: Record<string, string>;
+}): Promise<ManagedProcess> {
+  const edge = new ManagedProcess({
+    name: "edge",
+    command: process.execPath,
+    args: ["--import", "tsx", "static/src/main.ts"],
+    cwd: options.repoRoot,
+    env: {
+      ...process.env,
+      HOST: "127.0.0.1",
+      PORT: String(options.port),
+      ORIGIN_URL: options.originUrl,
+      EDGE_ID: "edge-0",
+      ...options.env,
+    },
+    output: options.output === "inherit" ? "inherit" : { file: join(options.logDir, "edge.log") },
+  });
+  edge.start();
+  const url = `http://127.0.0.1:${options.port}`;
+  await edge.waitUntil("answering", async () => (await fetch(`${url}/.edge/metrics`)).ok);
+  return edge;
+}

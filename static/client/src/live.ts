@@ -1,0 +1,138 @@
+import type { Message } from "@chat/shared";
+import { LongPoll, Presence, Socket } from "phoenix";
+import { history, send as sendOverHttp } from "./api.ts";
+
+export type TransportName = "websocket" | "longpoll" | "sse" | "polling";
+
+export interface LiveHandlers {
+  onMessage(message: Message): void;
+  onStatus(state: "connecting" | "live" | "reconnecting", node?: string | null): void;
+  onPresence(names: string[] | null): void;
+}
+
+/** A room followed live over one transport; resumes from `lastSeq()` whenever it reconnects. */
+export interface Live {
+  send(body: string, clientId: string): Promise<Message>;
+  close(): void;
+}
+
+export function openLive(
+  transport: TransportName,
+  room: string,
+  lastSeq: () => number,
+  token: string | undefined,
+  handlers: LiveHandlers,
+): Live {
+  switch (transport) {
+    case "websocket":
+    case "longpoll":
+      return phoenixLive(transport, room, lastSeq, token, handlers);
+    case "sse":
+      return sseLive(room, lastSeq, token, handlers);
+    case "polling":
+      return pollingLive(room, lastSeq, token, handlers);
+  }
+}
+
+/** The thesis's winning prototype: Phoenix Channels, over WebSocket or its LongPoll fallback. */
+function phoenixLive(
+  transport: "websocket" | "longpoll",
+  room: string,
+  lastSeq: () => number,
+  token: string | undefined,
+  handlers: LiveHandlers,
+): Live {
+  const socket = new Socket("/socket", {
+    params: token ? { token } : {},
+    ...(transport === "longpoll" ? { transport: LongPoll } : {}),
+  });
+  socket.onError(() => handlers.onStatus("reconnecting"));
+  socket.connect();
+  // A params function: every rejoin after a reconnect asks for what came after the last seq seen.
+  const channel = socket.channel(`room:${room}`, () => ({ last_seq: lastSeq() }));
+  channel.on("publish", (message: Message) => handlers.onMessage(message));
+  const presence = new Presence(channel);
+  presence.onSync(() =>
+    handlers.onPresence(
+      presence.list(
+        (_key: string, { metas }: { metas: { name: string }[] }) => metas[0]?.name ?? "?",
+      ),
+    ),
+  );
+  channel
+    .join()
+    .receive("ok", (reply: { node?: string }) => handlers.onStatus("live", reply.node))
+    .receive("error", () => handlers.onStatus("reconnecting"));
+  channel.onError(() => handlers.onStatus("reconnecting"));
+  return {
+    send: (body, clientId) =>
+      new Promise((resolve, reject) => {
+        channel
+          .push("speak", { body, client_id: clientId }, 10_000)
+          .receive("ok", (message: Message) => resolve(message))
+          .receive("error", (reply: { reason?: string }) =>
+            reject(new Error(reply.reason ?? "refused")),
+          )
+          .receive("timeout", () =>
+            sendOverHttp(room, body, clientId, token).then(resolve, reject),
+          );
+      }),
+    close: () => {
+      channel.leave();
+      socket.disconnect();
+    },
+  };
+}
+
+/** Streaming: EventSource resumes by itself with Last-Event-ID after any disconnect. */
+function sseLive(
+  room: string,
+  lastSeq: () => number,
+  token: string | undefined,
+  handlers: LiveHandlers,
+): Live {
+  const params = new URLSearchParams({ after: String(lastSeq()), ...(token ? { token } : {}) });
+  const source = new EventSource(`/api/rooms/${room}/stream?${params}`);
+  source.addEventListener("ready", (event) =>
+    handlers.onStatus("live", (JSON.parse(event.data) as { node: string }).node),
+  );
+  source.addEventListener("publish", (event) =>
+    handlers.onMessage(JSON.parse(event.data) as Message),
+  );
+  source.onerror = () => handlers.onStatus("reconnecting");
+  handlers.onPresence(null);
+  return {
+    send: (body, clientId) => sendOverHttp(room, body, clientId, token),
+    close: () => source.close(),
+  };
+}
+
+/** The thesis's first prototype: ask every second. */
+function pollingLive(
+  room: string,
+  lastSeq: () => number,
+  token: string | undefined,
+  handlers: LiveHandlers,
+): Live {
+  let stopped = false;
+  const tick = async () => {
+    while (!stopped) {
+      try {
+        const { messages, node } = await history(room, { after: lastSeq() });
+        handlers.onStatus("live", node);
+        for (const message of messages) handlers.onMessage(message);
+      } catch {
+        handlers.onStatus("reconnecting");
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+  };
+  void tick();
+  handlers.onPresence(null);
+  return {
+    send: (body, clientId) => sendOverHttp(room, body, clientId, token),
+    close: () => {
+      stopped = true;
+    },
+  };
+}

@@ -1,0 +1,218 @@
+import type { Message } from "@chat/shared";
+import { createRoom, createSession, history, listRooms, type Session } from "./api.ts";
+import { type Live, openLive, type TransportName } from "./live.ts";
+
+/**
+ * The chat page: the thesis's four client prototypes (polling, long polling, streaming,
+ * WebSocket) behind one switch. Text is only ever set with textContent: never parsed as HTML.
+ */
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const view = {
+  status: $("status"),
+  nameForm: $<HTMLFormElement>("name-form"),
+  name: $<HTMLInputElement>("name"),
+  transport: $<HTMLSelectElement>("transport"),
+  rooms: $<HTMLUListElement>("rooms"),
+  roomForm: $<HTMLFormElement>("room-form"),
+  newRoom: $<HTMLInputElement>("new-room"),
+  presence: $<HTMLUListElement>("presence"),
+  roomTitle: $("room-title"),
+  older: $<HTMLButtonElement>("older"),
+  messages: $<HTMLOListElement>("messages"),
+  composer: $<HTMLFormElement>("composer"),
+  body: $<HTMLTextAreaElement>("body"),
+};
+
+const TRANSPORTS: TransportName[] = ["websocket", "longpoll", "sse", "polling"];
+const query = new URLSearchParams(location.search);
+const state = {
+  session: JSON.parse(localStorage.getItem("chat.session") ?? "null") as Session | null,
+  transport: (TRANSPORTS.find((t) => t === query.get("transport")) ?? "websocket") as TransportName,
+  room: query.get("room") ?? "chat",
+  live: undefined as Live | undefined,
+  firstSeq: 0,
+  lastSeq: 0,
+  mine: new Set<string>(),
+  /** Messages apply one at a time, so a gap fill and live arrivals never interleave. */
+  applying: Promise.resolve(),
+};
+
+function setStatus(text: string): void {
+  view.status.textContent = text;
+}
+
+function renderMessage(message: Message): HTMLLIElement {
+  const item = document.createElement("li");
+  item.className = state.mine.has(message.client_id ?? "") ? "message mine" : "message";
+  item.dataset.seq = String(message.seq);
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  const who = document.createElement("strong");
+  who.textContent = message.user;
+  const when = document.createElement("time");
+  when.dateTime = message.at;
+  when.textContent = new Date(message.at).toLocaleTimeString();
+  meta.append(who, when);
+  const text = document.createElement("div");
+  text.className = "text";
+  text.textContent = message.body;
+  item.append(meta, text);
+  return item;
+}
+
+/** Exactly once, in order: older seqs are dropped, a gap is filled from history first. */
+function receive(message: Message): void {
+  state.applying = state.applying.then(async () => {
+    if (message.room !== state.room || message.seq <= state.lastSeq) return;
+    if (message.seq > state.lastSeq + 1) {
+      const { messages } = await history(state.room, {
+        after: state.lastSeq,
+        limit: message.seq - state.lastSeq - 1,
+      });
+      for (const missed of messages) append(missed);
+    }
+    if (message.seq === state.lastSeq + 1) append(message);
+  });
+}
+
+function append(message: Message): void {
+  if (message.seq !== state.lastSeq + 1) return;
+  const atBottom =
+    view.messages.scrollHeight - view.messages.scrollTop - view.messages.clientHeight < 40;
+  view.messages.append(renderMessage(message));
+  state.lastSeq = message.seq;
+  if (state.firstSeq === 0) state.firstSeq = message.seq;
+  if (atBottom) view.messages.scrollTop = view.messages.scrollHeight;
+}
+
+async function loadOlder(): Promise<void> {
+  if (state.firstSeq <= 1) return;
+  const { messages } = await history(state.room, { before: state.firstSeq, limit: 50 });
+  view.messages.prepend(...messages.map(renderMessage));
+  state.firstSeq = messages[0]?.seq ?? state.firstSeq;
+  view.older.hidden = state.firstSeq <= 1;
+}
+
+async function enterRoom(room: string): Promise<void> {
+  state.live?.close();
+  state.room = room;
+  state.firstSeq = 0;
+  state.lastSeq = 0;
+  view.messages.replaceChildren();
+  view.roomTitle.textContent = `#${room}`;
+  updateUrl();
+  renderRooms(await listRooms().catch(() => [room]));
+  const { messages } = await history(room, { before: Number.MAX_SAFE_INTEGER, limit: 50 });
+  state.lastSeq = (messages[0]?.seq ?? 1) - 1;
+  for (const message of messages) append(message);
+  view.older.hidden = state.firstSeq <= 1;
+  connect();
+}
+
+function connect(): void {
+  state.live?.close();
+  setStatus(`${label(state.transport)} · connecting…`);
+  state.live = openLive(state.transport, state.room, () => state.lastSeq, state.session?.token, {
+    onMessage: receive,
+    onStatus: (status, node) =>
+      setStatus(
+        `${label(state.transport)} · ${status === "live" ? "connected" : "reconnecting…"}${node ? ` · node ${node}` : ""}`,
+      ),
+    onPresence: (names) => renderPresence(names),
+  });
+}
+
+function renderRooms(rooms: string[]): void {
+  const all = [...new Set([state.room, ...rooms])].sort();
+  view.rooms.replaceChildren(
+    ...all.map((room) => {
+      const item = document.createElement("li");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = `#${room}`;
+      if (room === state.room) button.setAttribute("aria-current", "true");
+      button.addEventListener("click", () => void enterRoom(room));
+      item.append(button);
+      return item;
+    }),
+  );
+}
+
+function renderPresence(names: string[] | null): void {
+  if (names === null) {
+    const note = document.createElement("li");
+    note.textContent = "shown with WebSocket or long polling";
+    view.presence.replaceChildren(note);
+    return;
+  }
+  view.presence.replaceChildren(
+    ...names.sort().map((name) => {
+      const item = document.createElement("li");
+      item.textContent = name;
+      return item;
+    }),
+  );
+}
+
+function label(transport: TransportName): string {
+  return {
+    websocket: "WebSocket",
+    longpoll: "long polling",
+    sse: "server-sent events",
+    polling: "polling",
+  }[transport];
+}
+
+function updateUrl(): void {
+  const params = new URLSearchParams({ room: state.room, transport: state.transport });
+  window.history.replaceState(null, "", `${location.pathname}?${params}`);
+}
+
+async function sendCurrent(): Promise<void> {
+  const body = view.body.value;
+  if (body.trim() === "" || !state.live) return;
+  const clientId = crypto.randomUUID();
+  state.mine.add(clientId);
+  view.body.value = "";
+  try {
+    receive(await state.live.send(body, clientId));
+  } catch (error) {
+    view.body.value = body;
+    setStatus(`not sent: ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
+
+view.composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  void sendCurrent();
+});
+view.body.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey) {
+    event.preventDefault();
+    void sendCurrent();
+  }
+});
+view.nameForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  void createSession(view.name.value).then((session) => {
+    state.session = session;
+    localStorage.setItem("chat.session", JSON.stringify(session));
+    connect();
+  });
+});
+view.roomForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const room = view.newRoom.value;
+  view.newRoom.value = "";
+  void createRoom(room, state.session?.token).then(() => enterRoom(room));
+});
+view.transport.addEventListener("change", () => {
+  state.transport = view.transport.value as TransportName;
+  updateUrl();
+  connect();
+});
+view.older.addEventListener("click", () => void loadOlder());
+
+view.transport.value = state.transport;
+view.name.value = state.session?.user.name ?? "";
+void enterRoom(state.room);

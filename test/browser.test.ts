@@ -1,0 +1,98 @@
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { type Browser, chromium, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { REPO_ROOT } from "../cluster/launcher.ts";
+import { freshRoom, useCluster } from "./support/cluster.ts";
+
+/**
+ * The web client in Debian's Chromium (driven by playwright-core): one page through the
+ * edge, one straight from another node — the four transports, cross-node.
+ */
+const cluster = await useCluster({ nodes: 2, edge: true });
+const SCREENSHOTS = join(REPO_ROOT, "test-results", "screenshots");
+let browser: Browser;
+
+beforeAll(async () => {
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+});
+afterAll(() => browser?.close());
+
+async function openChat(
+  base: string,
+  room: string,
+  transport: string,
+  name: string,
+): Promise<Page> {
+  const page = await browser.newPage();
+  await page.goto(`${base}/chat?room=${room}&transport=${transport}`);
+  await page.getByLabel("Your name").fill(name);
+  await page.getByRole("button", { name: "Set" }).click();
+  await expect
+    .poll(() => page.locator("#status").textContent(), { timeout: 15_000 })
+    .toContain("connected");
+  return page;
+}
+
+async function say(page: Page, text: string): Promise<void> {
+  await page.getByLabel("Message").fill(text);
+  await page.getByLabel("Message").press("Enter");
+}
+
+const texts = (page: Page) => page.locator("#messages .text").allTextContents();
+
+describe.each(["websocket", "longpoll", "sse", "polling"])(
+  "the web client over %s",
+  (transport) => {
+    it("two pages on different nodes chat, and text is never interpreted as HTML", async () => {
+      const room = freshRoom(transport);
+      const edgePage = await openChat(cluster.edgeUrl ?? "", room, transport, "ada");
+      const nodePage = await openChat(cluster.nodeUrl(1), room, transport, "bo");
+      await say(edgePage, "hello from the edge page");
+      await say(nodePage, "<script>window.pwned = true</script><b>bold?</b>");
+      for (const page of [edgePage, nodePage]) {
+        await expect
+          .poll(() => texts(page), { timeout: 15_000 })
+          .toEqual([
+            "hello from the edge page",
+            "<script>window.pwned = true</script><b>bold?</b>",
+          ]);
+        expect(
+          await page.evaluate(() => (globalThis as { pwned?: boolean }).pwned),
+        ).toBeUndefined();
+        expect(await page.locator("#messages b").count()).toBe(0);
+      }
+      await edgePage.screenshot({ path: join(SCREENSHOTS, `chat-${transport}.png`) });
+      await edgePage.close();
+      await nodePage.close();
+    });
+  },
+);
+
+describe("the page through the edge", () => {
+  it("reloading serves the assets as cache hits", async () => {
+    const page = await browser.newPage();
+    const cacheHeaders: string[] = [];
+    page.on("response", (response) => {
+      if (response.url().includes("/assets/"))
+        cacheHeaders.push(response.headers()["x-cache"] ?? "");
+    });
+    await page.goto(`${cluster.edgeUrl}/`);
+    await page.reload();
+    await expect.poll(() => cacheHeaders.length).toBeGreaterThanOrEqual(2);
+    expect(cacheHeaders.at(-1)).toMatch(/HIT|REVALIDATED/);
+    await page.close();
+  });
+});
