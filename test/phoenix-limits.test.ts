@@ -109,10 +109,14 @@ describe("limits", () => {
 
   it("HTTP sends share the same per-user limit: 429 rate_limited with Retry-After", async () => {
     const session = (await (
-      await fetch(`${cluster.nodeUrl(1)}/api/session`, { method: "POST", body: JSON.stringify({ name: "http" }) })
+      await fetch(`${cluster.nodeUrl(1)}/api/session`, {
+        method: "POST",
+        body: JSON.stringify({ name: "http" }),
+      })
     ).json()) as { token: string };
     const room = freshRoom("rate-http");
-    for (let i = 0; i < 100; i++) await send(cluster.nodeUrl(i % 2), room, `m${i}`, { token: session.token });
+    for (let i = 0; i < 100; i++)
+      await send(cluster.nodeUrl(i % 2), room, `m${i}`, { token: session.token });
     const over = await fetch(`${cluster.nodeUrl(0)}/api/rooms/${room}/messages`, {
       method: "POST",
       headers: { authorization: `Bearer ${session.token}` },
