@@ -34,6 +34,8 @@ export class RedisBus {
   readonly #publisher: Redis;
   readonly #subscriber: Redis;
   readonly #rooms = new Set<string>();
+  /** Other features' channels (a LongPoll session's wake-ups), on the same subscriber connection. */
+  readonly #listeners = new Map<string, (payload: string) => void>();
   readonly #nodeId: string;
   readonly #metrics: NodeMetrics;
   readonly #log: Logger;
@@ -111,6 +113,30 @@ export class RedisBus {
       await this.#command("unsubscribe", () => this.#subscriber.unsubscribe(channelFor(room)));
   }
 
+  /** Follows a channel of another feature until the returned function is called. */
+  async listen(
+    channel: string,
+    onMessage: (payload: string) => void,
+  ): Promise<() => Promise<void>> {
+    this.#listeners.set(channel, onMessage);
+    if (this.#up) await this.#command("subscribe", () => this.#subscriber.subscribe(channel));
+    return async () => {
+      if (this.#listeners.get(channel) !== onMessage) return;
+      this.#listeners.delete(channel);
+      if (this.#up) await this.#command("unsubscribe", () => this.#subscriber.unsubscribe(channel));
+    };
+  }
+
+  /** Publishes on another feature's channel; best effort, like message publishes. */
+  async signal(channel: string, payload: string): Promise<void> {
+    try {
+      await this.#publisher.publish(channel, payload);
+    } catch (error) {
+      this.#metrics.redisErrors.inc({ op: "publish" });
+      this.#log.debug({ err: error }, "signal publish failed");
+    }
+  }
+
   async ping(): Promise<boolean> {
     return this.#publisher.ping().then(
       () => true,
@@ -125,7 +151,7 @@ export class RedisBus {
   }
 
   async #resubscribe(): Promise<void> {
-    const channels = [...this.#rooms].map(channelFor);
+    const channels = [...[...this.#rooms].map(channelFor), ...this.#listeners.keys()];
     if (channels.length > 0) {
       const ok = await this.#command("subscribe", () => this.#subscriber.subscribe(...channels));
       if (!ok) return;
@@ -146,6 +172,11 @@ export class RedisBus {
   }
 
   #receive(channel: string, payload: string): void {
+    const listener = this.#listeners.get(channel);
+    if (listener) {
+      listener(payload);
+      return;
+    }
     let envelope: Envelope;
     try {
       envelope = JSON.parse(payload) as Envelope;

@@ -8,6 +8,7 @@ import { healthRoutes } from "../lifecycle/health.ts";
 import { roomRoutes } from "../rooms/routes.ts";
 import { messageRoutes } from "../transports/http-messages.ts";
 import { phoenixSocketRoutes } from "../transports/phoenix/socket.ts";
+import { phoenixLongPollRoutes } from "../transports/phoenix-longpoll/routes.ts";
 import { sseRoutes } from "../transports/sse.ts";
 import { thesisRoutes } from "../transports/thesis.ts";
 import { webRoutes } from "../web/routes.ts";
@@ -62,6 +63,7 @@ export function createApp(services: NodeServices): App {
     sseRoutes,
     thesisRoutes,
     phoenixSocketRoutes,
+    phoenixLongPollRoutes,
     webRoutes,
   ]) {
     routes(app, services);

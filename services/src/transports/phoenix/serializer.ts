@@ -1,4 +1,4 @@
-import { ChatError, DEFAULT_ROOM } from "@chat/shared";
+import { ChatError, DEFAULT_ROOM, PUBLISH_EVENT } from "@chat/shared";
 import { parseRoomName } from "../../rooms/room-name.ts";
 
 /**
@@ -118,4 +118,40 @@ export function broadcast(
   join_ref: string | null = null,
 ): PhoenixMessage {
   return { join_ref, ref: null, topic, event, payload };
+}
+
+/**
+ * A `publish` broadcast of a stored message. The message's JSON, encoded once for all
+ * subscribers, is spliced in as is; only the topic and join_ref are encoded per channel.
+ */
+export function encodePublish(
+  vsn: Vsn,
+  topic: string,
+  joinRef: string | null,
+  messageJson: string,
+): string {
+  const t = JSON.stringify(topic);
+  const j = JSON.stringify(joinRef);
+  return vsn === "2.0.0"
+    ? `[${j},null,${t},"${PUBLISH_EVENT}",${messageJson}]`
+    : `{"join_ref":${j},"ref":null,"topic":${t},"event":"${PUBLISH_EVENT}","payload":${messageJson}}`;
+}
+
+/** The optional resume point of a phx_join. */
+export function parseLastSeq(payload: unknown): number | null {
+  const raw = (payload as { last_seq?: unknown } | null)?.last_seq;
+  if (raw === undefined || raw === null) return null;
+  if (typeof raw === "number" && Number.isSafeInteger(raw) && raw >= 0) return raw;
+  throw new ChatError("bad_request", "last_seq must be a non-negative integer");
+}
+
+/** Phoenix's answer to a push on a topic the socket has not joined. */
+export function notJoined(topic: string): ChatError {
+  return new ChatError("not_joined", `unmatched topic "${topic}": join it first`);
+}
+
+export function asChatError(error: unknown): ChatError {
+  return error instanceof ChatError
+    ? error
+    : new ChatError("internal", "internal error", { cause: error });
 }

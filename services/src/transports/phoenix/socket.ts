@@ -1,4 +1,4 @@
-import { ChatError, CLOSE, PUBLISH_EVENT } from "@chat/shared";
+import { ChatError, CLOSE } from "@chat/shared";
 import type { Delivery, Subscription } from "../../delivery/subscription.ts";
 import type { App, NodeServices } from "../../http/context.ts";
 import { parseSendInput } from "../../messages/input.ts";
@@ -6,13 +6,17 @@ import type { PresenceDiff } from "../../presence/presence.ts";
 import type { SocketConnection, SocketProtocol } from "../../sockets/connection.ts";
 import { serveSocket } from "../../sockets/serve-socket.ts";
 import {
+  asChatError,
   broadcast,
   decode,
   encode,
+  encodePublish,
   errorReply,
+  notJoined,
   PHOENIX_EVENTS,
   PHOENIX_TOPIC,
   type PhoenixMessage,
+  parseLastSeq,
   parseVsn,
   reply,
   roomOfTopic,
@@ -228,15 +232,8 @@ class PhoenixSocket implements SocketProtocol {
     this.#send(reply(message, "ok", stored));
   }
 
-  /** The stored message's JSON is spliced in as is: encoded once for all subscribers. */
   #publish(channel: Channel, delivery: Delivery): void {
-    const topic = JSON.stringify(channel.topic);
-    const joinRef = JSON.stringify(channel.joinRef);
-    const frame =
-      this.#vsn === "2.0.0"
-        ? `[${joinRef},null,${topic},"${PUBLISH_EVENT}",${delivery.json}]`
-        : `{"join_ref":${joinRef},"ref":null,"topic":${topic},"event":"${PUBLISH_EVENT}","payload":${delivery.json}}`;
-    this.#connection.send(frame);
+    this.#connection.send(encodePublish(this.#vsn, channel.topic, channel.joinRef, delivery.json));
   }
 
   #fail(to: PhoenixMessage, error: ChatError): void {
@@ -257,21 +254,4 @@ class PhoenixSocket implements SocketProtocol {
       this.#services.config.PHOENIX_HEARTBEAT_TIMEOUT_MS,
     );
   }
-}
-
-function parseLastSeq(payload: unknown): number | null {
-  const raw = (payload as { last_seq?: unknown } | null)?.last_seq;
-  if (raw === undefined || raw === null) return null;
-  if (typeof raw === "number" && Number.isSafeInteger(raw) && raw >= 0) return raw;
-  throw new ChatError("bad_request", "last_seq must be a non-negative integer");
-}
-
-function notJoined(topic: string): ChatError {
-  return new ChatError("not_joined", `unmatched topic "${topic}": join it first`);
-}
-
-function asChatError(error: unknown): ChatError {
-  return error instanceof ChatError
-    ? error
-    : new ChatError("internal", "internal error", { cause: error });
 }
