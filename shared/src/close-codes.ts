@@ -7,6 +7,8 @@ export const CLOSE = {
   goingAway: { code: 1001, reason: "server draining, reconnect" },
   /** A frame over MAX_FRAME_BYTES (the ws library closes with this itself). */
   tooBig: { code: 1009, reason: "frame too large" },
+  /** A bad or missing token, for protocols that refuse after the upgrade (Action Cable). */
+  unauthorized: { code: 4401, reason: "unauthorized" },
   /** The protocol's heartbeat stopped. */
   heartbeatTimeout: { code: 4408, reason: "heartbeat timeout" },
   /** Too many frames per second from this connection, repeatedly. */

@@ -6,11 +6,13 @@ import { authenticate } from "../identity/auth.ts";
 import { sessionRoutes } from "../identity/routes.ts";
 import { healthRoutes } from "../lifecycle/health.ts";
 import { roomRoutes } from "../rooms/routes.ts";
+import { actionCableRoutes } from "../transports/cable/cable.ts";
 import { messageRoutes } from "../transports/http-messages.ts";
 import { phoenixSocketRoutes } from "../transports/phoenix/socket.ts";
 import { phoenixLongPollRoutes } from "../transports/phoenix-longpoll/routes.ts";
 import { sseRoutes } from "../transports/sse.ts";
 import { thesisRoutes } from "../transports/thesis.ts";
+import { thesisSocketRoutes } from "../transports/thesis-websocket.ts";
 import { webRoutes } from "../web/routes.ts";
 import type { App, AppEnv, NodeServices } from "./context.ts";
 import { errorResponse, notFound } from "./errors.ts";
@@ -64,6 +66,8 @@ export function createApp(services: NodeServices): App {
     thesisRoutes,
     phoenixSocketRoutes,
     phoenixLongPollRoutes,
+    actionCableRoutes,
+    thesisSocketRoutes,
     webRoutes,
   ]) {
     routes(app, services);

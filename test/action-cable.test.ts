@@ -1,0 +1,290 @@
+import { randomUUID } from "node:crypto";
+import type { Message } from "@chat/shared";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
+import { history, range, roundRobin, seqs, sleep } from "./support/clients.ts";
+import { freshRoom, liveNodes, useCluster } from "./support/cluster.ts";
+
+/**
+ * The official @rails/actioncable client, unchanged, against our nodes. It expects a
+ * browser: Node gets the `ws` WebSocket and the few globals its connection monitor touches.
+ */
+type ActionCable = typeof import("@rails/actioncable");
+let ActionCable: ActionCable;
+const cluster = await useCluster({ nodes: 3, nodeEnv: { CABLE_PING_MS: "500" } });
+
+beforeAll(async () => {
+  Object.assign(globalThis, {
+    addEventListener: () => {},
+    removeEventListener: () => {},
+    document: { visibilityState: "visible" },
+  });
+  ActionCable = await import("@rails/actioncable");
+  ActionCable.adapters.WebSocket = WebSocket as unknown as typeof globalThis.WebSocket;
+});
+
+const consumers: Array<{ disconnect(): void }> = [];
+afterEach(() => {
+  for (const consumer of consumers.splice(0)) consumer.disconnect();
+});
+
+/** A consumer whose URL is re-read on every (re)connect: a live node, as the gateway would pick. */
+function consumer(pick: () => string, token?: string) {
+  const created = ActionCable.createConsumer(
+    () => `${pick().replace("http", "ws")}/cable${token ? `?token=${token}` : ""}`,
+  );
+  consumers.push(created);
+  return created;
+}
+
+/**
+ * How an app resumes with Action Cable: the identifier carries `last_seq`, so on every
+ * disconnect the subscription is replaced by one naming the last message seen.
+ */
+function follow(cable: ReturnType<typeof consumer>, room: string, fromStart = false) {
+  const messages: Message[] = [];
+  const errors: unknown[] = [];
+  let lastSeq = fromStart ? 0 : undefined;
+  let confirmed!: () => void;
+  let rejected!: () => void;
+  const ready = new Promise<void>((resolve, reject) => {
+    confirmed = resolve;
+    rejected = () => reject(new Error("subscription rejected"));
+  });
+  const subscribe = () => {
+    const params = {
+      channel: "ChatChannel",
+      room,
+      ...(lastSeq === undefined ? {} : { last_seq: lastSeq }),
+    };
+    const subscription = cable.subscriptions.create(params, {
+      connected: () => confirmed(),
+      rejected: () => rejected(),
+      received: (data: { message?: Message; error?: unknown }) => {
+        if (data.error) errors.push(data.error);
+        if (data.message) {
+          messages.push(data.message);
+          lastSeq = data.message.seq;
+        }
+      },
+      disconnected: () => {
+        // `remove` exists in @rails/actioncable, though its type definitions lag behind.
+        (cable.subscriptions as unknown as { remove(s: unknown): void }).remove(subscription);
+        subscribe();
+      },
+    });
+    state.subscription = subscription;
+  };
+  const state = {
+    messages,
+    errors,
+    ready,
+    subscription: undefined as unknown as { perform(action: string, data: object): void },
+  };
+  subscribe();
+  return state;
+}
+
+describe("Action Cable", () => {
+  it("subscribes, speaks on one node and broadcasts to a consumer on another", async () => {
+    const room = freshRoom("cable");
+    const a = follow(
+      consumer(() => cluster.nodeUrl(0)),
+      room,
+    );
+    const b = follow(
+      consumer(() => cluster.nodeUrl(1)),
+      room,
+    );
+    await Promise.all([a.ready, b.ready]);
+    a.subscription.perform("speak", { message: "hello from rails land", client_id: randomUUID() });
+    await expect
+      .poll(() => b.messages.map((m) => m.body), { timeout: 10_000 })
+      .toEqual(["hello from rails land"]);
+    expect(b.messages[0]).toMatchObject({ room, seq: 1, user: "guest" });
+    expect(a.messages.map((m) => m.seq)).toEqual([1]);
+  });
+
+  it("rejects an unknown channel and a bad room", async () => {
+    const cable = consumer(() => cluster.nodeUrl(0));
+    const unknown = new Promise((resolve) =>
+      cable.subscriptions.create(
+        { channel: "NopeChannel" },
+        { rejected: () => resolve("rejected") },
+      ),
+    );
+    const badRoom = new Promise((resolve) =>
+      cable.subscriptions.create(
+        { channel: "ChatChannel", room: "Bad Room" },
+        { rejected: () => resolve("rejected") },
+      ),
+    );
+    expect(await Promise.all([unknown, badRoom])).toEqual(["rejected", "rejected"]);
+  });
+
+  it("last_seq replays what was missed, then live", async () => {
+    const room = freshRoom("cable-replay");
+    for (let i = 1; i <= 4; i++) {
+      await fetch(`${cluster.nodeUrl(2)}/api/rooms/${room}/messages`, {
+        method: "POST",
+        body: JSON.stringify({ body: `m${i}` }),
+      });
+    }
+    const cable = consumer(() => cluster.nodeUrl(0));
+    const got: number[] = [];
+    const subscription = cable.subscriptions.create(
+      { channel: "ChatChannel", room, last_seq: 2 },
+      { received: (data: { message: Message }) => got.push(data.message.seq) },
+    );
+    await expect.poll(() => got, { timeout: 10_000 }).toEqual([3, 4]);
+    subscription.perform("speak", { message: "m5" });
+    await expect.poll(() => got, { timeout: 10_000 }).toEqual([3, 4, 5]);
+  });
+
+  it("errors come back on the subscription: size limit, unknown action", async () => {
+    const room = freshRoom("cable-errors");
+    const a = follow(
+      consumer(() => cluster.nodeUrl(1)),
+      room,
+    );
+    await a.ready;
+    a.subscription.perform("speak", { message: "x".repeat(5000) });
+    a.subscription.perform("dance", {});
+    await expect
+      .poll(() => a.errors, { timeout: 10_000 })
+      .toEqual([
+        expect.objectContaining({ code: "payload_too_large" }),
+        expect.objectContaining({ code: "unknown_event" }),
+      ]);
+  });
+
+  it("a bad token gets a disconnect with reason unauthorized and no reconnect", async () => {
+    const socket = new WebSocket(`${cluster.nodeUrl(0).replace("http", "ws")}/cable?token=forged`, [
+      "actioncable-v1-json",
+    ]);
+    const frames: unknown[] = [];
+    socket.on("message", (data) => frames.push(JSON.parse(String(data))));
+    const code = await new Promise((resolve) => socket.on("close", resolve));
+    expect(frames).toContainEqual({ type: "disconnect", reason: "unauthorized", reconnect: false });
+    expect(code).toBe(4401);
+  });
+
+  it("malformed frames get error frames; the connection and everyone else carry on", async () => {
+    const room = freshRoom("cable-fuzz");
+    const bystander = follow(
+      consumer(() => cluster.nodeUrl(0)),
+      room,
+    );
+    await bystander.ready;
+    const socket = new WebSocket(`${cluster.nodeUrl(0).replace("http", "ws")}/cable`, [
+      "actioncable-v1-json",
+    ]);
+    const frames: Array<{ type?: string; error?: { code: string } }> = [];
+    socket.on("message", (data) => frames.push(JSON.parse(String(data))));
+    await new Promise((resolve) => socket.on("open", resolve));
+    const junk = [
+      "{",
+      "[]",
+      "null",
+      '{"command":"subscribe"}',
+      '{"command":"fly","identifier":"{}"}',
+      '{"command":"message","identifier":"{}","data":"{}"}',
+    ];
+    for (const frame of junk) socket.send(frame);
+    await expect
+      .poll(() => frames.filter((f) => f.type === "error").length, { timeout: 5000 })
+      .toBe(junk.length);
+    const identifier = JSON.stringify({ channel: "ChatChannel", room });
+    socket.send(JSON.stringify({ command: "subscribe", identifier }));
+    socket.send(
+      JSON.stringify({
+        command: "message",
+        identifier,
+        data: JSON.stringify({ action: "speak", message: "still fine" }),
+      }),
+    );
+    await expect
+      .poll(() => bystander.messages.map((m) => m.body), { timeout: 5000 })
+      .toEqual(["still fine"]);
+    socket.close();
+  });
+
+  it("consumers of a killed node reconnect and resume: history matches Postgres exactly", async () => {
+    const room = freshRoom("cable-kill");
+    const victim = cluster.nodes[1];
+    const anyLive = roundRobin(liveNodes(cluster));
+    const onVictim = () => (victim?.running ? victim.url : anyLive());
+    const followers = [0, 1].map(() => follow(consumer(onVictim), room, true));
+    await Promise.all(followers.map((f) => f.ready));
+    const total = 40;
+    const sending = (async () => {
+      for (let i = 0; i < total; i++) {
+        await fetch(`${cluster.nodeUrl(0)}/api/rooms/${room}/messages`, {
+          method: "POST",
+          body: JSON.stringify({ body: `m${i}`, client_id: randomUUID() }),
+        });
+        await sleep(25);
+      }
+    })();
+    await sleep(300);
+    await cluster.stopNode(1, "SIGKILL");
+    await sending;
+    try {
+      for (const follower of followers) {
+        await expect.poll(() => follower.messages.length, { timeout: 30_000 }).toBe(total);
+        expect(seqs(follower.messages)).toEqual(range(1, total));
+      }
+      expect(seqs(await history(cluster.nodeUrl(0), room))).toEqual(range(1, total));
+    } finally {
+      await cluster.startNode(1);
+    }
+  });
+
+  it("a draining node tells its consumers to reconnect", async () => {
+    const socket = new WebSocket(`${cluster.nodeUrl(2).replace("http", "ws")}/cable`, [
+      "actioncable-v1-json",
+    ]);
+    const frames: unknown[] = [];
+    socket.on("message", (data) => frames.push(JSON.parse(String(data))));
+    await new Promise((resolve) => socket.on("open", resolve));
+    const stopped = cluster.stopNode(2, "SIGTERM");
+    await expect
+      .poll(() => frames, { timeout: 10_000 })
+      .toContainEqual({ type: "disconnect", reason: "server_restart", reconnect: true });
+    await stopped;
+    await cluster.startNode(2);
+  });
+});
+
+describe("the thesis WebSocket /chat/socket", () => {
+  it("sends and receives JSON across nodes, acks, errors, and raw text", async () => {
+    const open = async (i: number) => {
+      const socket = new WebSocket(`${cluster.nodeUrl(i).replace("http", "ws")}/chat/socket`);
+      const frames: Array<Record<string, unknown>> = [];
+      socket.on("message", (data) => frames.push(JSON.parse(String(data))));
+      await new Promise((resolve) => socket.on("open", resolve));
+      return { socket, frames };
+    };
+    const a = await open(0);
+    const b = await open(1);
+    await sleep(200); // let both subscriptions start "from now"
+    a.socket.send(JSON.stringify({ body: "json hello", client_id: randomUUID() }));
+    b.socket.send("raw text hello");
+    a.socket.send(JSON.stringify({ body: "y".repeat(5000) }));
+    const bodies = (frames: Array<Record<string, unknown>>) =>
+      frames.filter((f) => "seq" in f).map((f) => f.body);
+    for (const client of [a, b]) {
+      await expect
+        .poll(() => bodies(client.frames), { timeout: 10_000 })
+        .toEqual(expect.arrayContaining(["json hello", "raw text hello"]));
+    }
+    expect(a.frames.find((f) => f.type === "ack")).toMatchObject({
+      message: { body: "json hello" },
+    });
+    expect(a.frames.find((f) => f.type === "error")).toMatchObject({
+      error: { code: "payload_too_large" },
+    });
+    a.socket.close();
+    b.socket.close();
+  });
+});
