@@ -2,8 +2,8 @@ import { randomUUID } from "node:crypto";
 import type { Message } from "@chat/shared";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { history, range, roundRobin, seqs, sleep } from "./support/clients.ts";
-import { freshRoom, liveNodes, useCluster } from "./support/cluster.ts";
+import { range, roundRobin, seqs, sleep } from "./support/clients.ts";
+import { freshRoom, liveNodes, storedSeqs, useCluster } from "./support/cluster.ts";
 
 /**
  * The official @rails/actioncable client, unchanged, against our nodes. It expects a
@@ -234,7 +234,7 @@ describe("Action Cable", () => {
         await expect.poll(() => follower.messages.length, { timeout: 30_000 }).toBe(total);
         expect(seqs(follower.messages)).toEqual(range(1, total));
       }
-      expect(seqs(await history(cluster.nodeUrl(0), room))).toEqual(range(1, total));
+      expect(await storedSeqs(cluster, room)).toEqual(range(1, total));
     } finally {
       await cluster.startNode(1);
     }

@@ -2,8 +2,8 @@ import { randomUUID } from "node:crypto";
 import type { Message } from "@chat/shared";
 import { type Channel, LongPoll, Presence, Socket } from "phoenix";
 import { afterEach, describe, expect, it } from "vitest";
-import { history, range, seqs, sleep } from "./support/clients.ts";
-import { freshRoom, liveNodes, useCluster } from "./support/cluster.ts";
+import { range, seqs, sleep } from "./support/clients.ts";
+import { freshRoom, liveNodes, storedSeqs, useCluster } from "./support/cluster.ts";
 import { push } from "./support/phoenix.ts";
 import { roundRobinProxy } from "./support/round-robin-proxy.ts";
 
@@ -205,7 +205,7 @@ describe("Phoenix LongPoll, sticky-free", () => {
           .toBeGreaterThanOrEqual(total);
         expect(seqs(receiver.messages)).toEqual(range(1, total));
       }
-      expect(seqs(await history(cluster.nodeUrl(0), room))).toEqual(range(1, total));
+      expect(await storedSeqs(cluster, room)).toEqual(range(1, total));
     } finally {
       await cluster.startNode(2);
     }

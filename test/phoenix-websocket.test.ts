@@ -3,7 +3,7 @@ import type { Message } from "@chat/shared";
 import { Presence } from "phoenix";
 import { afterEach, describe, expect, it } from "vitest";
 import { fixed, history, range, roundRobin, seqs, sleep } from "./support/clients.ts";
-import { freshRoom, liveNodes, useCluster } from "./support/cluster.ts";
+import { freshRoom, liveNodes, storedSeqs, useCluster } from "./support/cluster.ts";
 import { joinRoom, type PhoenixClient, phoenixClient, push } from "./support/phoenix.ts";
 
 const cluster = await useCluster({
@@ -183,7 +183,7 @@ describe("Phoenix Channels", () => {
         await expect.poll(() => receiver.messages.length, { timeout: 20_000 }).toBe(total);
         expect(seqs(receiver.messages)).toEqual(range(1, total));
       }
-      expect(seqs(await history(cluster.nodeUrl(0), room))).toEqual(range(1, total));
+      expect(await storedSeqs(cluster, room)).toEqual(range(1, total));
     } finally {
       await cluster.startNode(1);
     }

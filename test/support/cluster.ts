@@ -1,6 +1,7 @@
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import pg from "pg";
 import { afterAll } from "vitest";
 import { type Cluster, type ClusterOptions, startCluster } from "../../cluster/launcher.ts";
 
@@ -33,3 +34,18 @@ export const liveNodes = (cluster: Cluster) => () =>
 let roomCounter = 0;
 /** A room of its own for each test, so tests in one file never see each other's messages. */
 export const freshRoom = (prefix = "t") => `${prefix}-${process.pid}-${++roomCounter}`;
+
+/** The room's seqs as Postgres (the primary) holds them: the ground truth clients are checked against. */
+export async function storedSeqs(cluster: Cluster, room: string): Promise<number[]> {
+  const client = new pg.Client({ connectionString: cluster.primaryUrl });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ seq: string }>(
+      "SELECT seq FROM messages WHERE room = $1 ORDER BY seq",
+      [room],
+    );
+    return rows.map((row) => Number(row.seq));
+  } finally {
+    await client.end();
+  }
+}
