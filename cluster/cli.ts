@@ -38,6 +38,7 @@ try {
     nodes,
     ...(values["data-dir"] ? { dataDir: values["data-dir"] } : {}),
     ports: DEFAULT_PORTS,
+    gateway: true,
     edge: true,
     nodeOutput: "inherit",
     log: say,
@@ -54,6 +55,7 @@ const other = cluster.nodeUrl(Math.min(1, cluster.nodes.length - 1));
 console.log(`
   chat cluster is up (data in ${cluster.dataDir})
     open the chat    ${cluster.edgeUrl}/   (the edge)
+    gateway          ${cluster.gatewayUrl}   (status: /.gateway/status)
     nodes             ${cluster.nodes.map((node) => node.url).join("  ")}
     redis             ${cluster.redisUrl}
     postgres primary  ${cluster.primaryUrl}

@@ -5,6 +5,7 @@ import { fileURLToPath } from "node:url";
 import { buildClient } from "../static/build.ts";
 import { ensureBinaries } from "./binaries.ts";
 import { startEdge } from "./edge.ts";
+import { GatewayProcess } from "./gateway.ts";
 import { type PostgresSetup, postgresUrl, startPrimary, startReplica } from "./postgres.ts";
 import { ManagedProcess } from "./process.ts";
 import { startRedis } from "./redis.ts";
@@ -19,6 +20,8 @@ export interface ClusterPorts {
   /** Nodes listen on firstNode, firstNode + 1, … */
   firstNode: number;
   edge: number;
+  gateway: number;
+  gatewayAdmin: number;
 }
 
 export const DEFAULT_PORTS: ClusterPorts = {
@@ -27,6 +30,8 @@ export const DEFAULT_PORTS: ClusterPorts = {
   replica: 5433,
   firstNode: 4001,
   edge: 8080,
+  gateway: 8000,
+  gatewayAdmin: 8001,
 };
 
 export interface ClusterOptions {
@@ -40,7 +45,9 @@ export interface ClusterOptions {
   nodeOutput?: "inherit" | "pipe-to-file";
   /** The node entry point, relative to the repository root. */
   nodeEntry?: string;
-  /** Also start the edge (the public entry) in front of the nodes. */
+  /** Also start the gateway in front of the nodes (workers: GATEWAY_WORKERS, default 2). */
+  gateway?: boolean | { workers?: number; env?: Record<string, string> };
+  /** Also start the edge (the public entry) in front of the gateway, or of the first node. */
   edge?: boolean;
   /** Delete dataDir on stop (tests use a temp folder). */
   removeDataOnStop?: boolean;
@@ -64,6 +71,8 @@ export interface Cluster {
   readonly nodes: readonly NodeHandle[];
   /** The edge's URL when it was asked for. */
   readonly edgeUrl: string | undefined;
+  /** The gateway's URL when it was asked for. */
+  readonly gatewayUrl: string | undefined;
   nodeUrl(index: number): string;
   startNode(index: number): Promise<void>;
   stopNode(index: number, signal?: NodeJS.Signals): Promise<void>;
@@ -131,6 +140,7 @@ class LocalCluster implements Cluster {
   #primary: ManagedProcess | undefined;
   #replica: ManagedProcess | undefined;
   #edge: ManagedProcess | undefined;
+  #gateway: GatewayProcess | undefined;
   #stopped = false;
 
   constructor(parts: ClusterParts) {
@@ -145,6 +155,10 @@ class LocalCluster implements Cluster {
     return this.#nodes;
   }
 
+  get gatewayUrl(): string | undefined {
+    return this.#gateway?.url;
+  }
+
   get edgeUrl(): string | undefined {
     return this.#edge ? `http://127.0.0.1:${this.#parts.ports.edge}` : undefined;
   }
@@ -156,16 +170,37 @@ class LocalCluster implements Cluster {
     await this.startReplica();
     log(`postgres replica on ${this.replicaUrl}`);
     await Promise.all(Array.from({ length: nodeCount }, () => this.addNode()));
+    if (options.gateway) await this.#startGateway(options.gateway);
     if (options.edge) await this.#startEdge();
   }
 
-  /** The edge's origin is the first node until the gateway (issue #4) stands in front of them all. */
+  async #startGateway(
+    options: true | { workers?: number; env?: Record<string, string> },
+  ): Promise<void> {
+    const { ports, logDir, dataDir } = this.#parts;
+    const settings = options === true ? {} : options;
+    this.#gateway = new GatewayProcess({
+      repoRoot: REPO_ROOT,
+      port: ports.gateway,
+      adminPort: ports.gatewayAdmin,
+      dataDir,
+      logDir,
+      output: this.#parts.options.nodeOutput ?? "inherit",
+      workers: settings.workers ?? 2,
+      ...(settings.env ? { env: settings.env } : {}),
+    });
+    this.#gateway.setUpstreams(this.#nodes.map((node) => `127.0.0.1:${node.port}`));
+    await this.#gateway.start();
+    this.#parts.log(`gateway on ${this.gatewayUrl}`);
+  }
+
+  /** The edge's origin is the gateway when there is one, else the first node. */
   async #startEdge(): Promise<void> {
     const { ports, logDir, options } = this.#parts;
     this.#edge = await startEdge({
       repoRoot: REPO_ROOT,
       port: ports.edge,
-      originUrl: this.nodeUrl(0),
+      originUrl: this.gatewayUrl ?? this.nodeUrl(0),
       logDir,
       output: options.nodeOutput ?? "inherit",
     });
@@ -190,6 +225,7 @@ class LocalCluster implements Cluster {
     const node = new ChatNodeProcess(index, port, this.#nodeEnv(index, port), this.#parts);
     this.#nodes.push(node);
     await node.start();
+    this.#gateway?.setUpstreams(this.#nodes.map((n) => `127.0.0.1:${n.port}`));
     this.#parts.log(`node-${index} on ${node.url}`);
     return node;
   }
@@ -225,6 +261,7 @@ class LocalCluster implements Cluster {
     if (this.#stopped) return;
     this.#stopped = true;
     await this.#edge?.stop("SIGTERM", 5000);
+    await this.#gateway?.stop();
     await Promise.all(this.#nodes.map((node) => node.process.stop("SIGTERM", 5000)));
     await this.stopReplica();
     await this.stopPrimary();
@@ -299,9 +336,26 @@ async function resolvePorts(
 ): Promise<ClusterPorts & { nodes?: number[] }> {
   if (requested !== "auto") return { ...DEFAULT_PORTS, ...requested };
   // Extra node ports leave room for addNode().
-  const free = await Promise.all(Array.from({ length: 4 + nodes + 4 }, findFreePort));
-  const [redis = 0, primary = 0, replica = 0, edge = 0, ...nodePorts] = free;
-  return { redis, primary, replica, edge, firstNode: nodePorts[0] ?? 0, nodes: nodePorts };
+  const free = await Promise.all(Array.from({ length: 6 + nodes + 4 }, findFreePort));
+  const [
+    redis = 0,
+    primary = 0,
+    replica = 0,
+    edge = 0,
+    gateway = 0,
+    gatewayAdmin = 0,
+    ...nodePorts
+  ] = free;
+  return {
+    redis,
+    primary,
+    replica,
+    edge,
+    gateway,
+    gatewayAdmin,
+    firstNode: nodePorts[0] ?? 0,
+    nodes: nodePorts,
+  };
 }
 
 /** A TCP port free on 127.0.0.1 right now. */

@@ -15,7 +15,7 @@ export class ConfigError extends Error {
  * Parses the environment once against a schema whose keys are the variable names.
  * Empty strings count as unset, so `FOO=` falls back to the default like a missing FOO.
  */
-export function loadConfig<S extends z.ZodObject>(
+export function loadConfig<S extends z.ZodType>(
   schema: S,
   env: NodeJS.ProcessEnv = process.env,
 ): z.infer<S> {

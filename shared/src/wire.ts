@@ -46,6 +46,8 @@ export const ERROR_STATUS = {
   too_many_topics: 400,
   rate_limited: 429,
   internal: 500,
+  bad_gateway: 502,
+  gateway_timeout: 504,
   draining: 503,
   unavailable: 503,
 } as const;

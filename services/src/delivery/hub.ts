@@ -12,8 +12,9 @@ export interface SubscribeOptions {
   /** Deliver messages with seq > after; null joins "from now". */
   after: number | null;
   deliver: Deliver;
-  /** Awaited between replay pages, so a slow reader paces a long replay. */
-  paceReplay?: () => Promise<void>;
+  /** Called after each replayed message; a returned promise pauses the replay until the
+   * reader has caught up, so a long backlog never floods a socket's send buffer. */
+  paceReplay?: () => Promise<void> | undefined;
 }
 
 /**
@@ -122,8 +123,11 @@ export class DeliveryHub {
         floor: target,
       });
       if (messages.length === 0) return;
-      for (const message of messages) subscription.replay(toDelivery(message));
-      await options.paceReplay?.();
+      for (const message of messages) {
+        subscription.replay(toDelivery(message));
+        const paused = options.paceReplay?.();
+        if (paused) await paused;
+      }
     }
   }
 

@@ -39,6 +39,7 @@ export function createApp(services: NodeServices): App {
   app.use(async (c, next) => {
     if (drainer.draining && !OPERATIONS.has(c.req.path)) {
       c.header("Connection", "close");
+      c.header("X-Chat-Draining", "1"); // the gateway retries these elsewhere: no work was done
       throw new ChatError("draining", "this node is shutting down; retry", { retryAfter: 1 });
     }
     await next();

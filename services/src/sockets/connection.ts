@@ -75,6 +75,29 @@ export class SocketConnection {
     );
   }
 
+  /**
+   * For replays: undefined while the client keeps up, else a promise that settles once its
+   * buffer is below half the bound again (or the socket closes). A client that reads nothing
+   * for `giveUpMs` is cut off like any slow consumer.
+   */
+  whenWritable(giveUpMs = 30_000): Promise<void> | undefined {
+    const threshold = this.#options.maxBufferBytes / 2;
+    if (this.#raw.bufferedAmount < threshold) return undefined;
+    return new Promise((resolve) => {
+      const started = Date.now();
+      const check = setInterval(() => {
+        if (this.closed || this.#raw.bufferedAmount < threshold) {
+          clearInterval(check);
+          resolve();
+        } else if (Date.now() - started > giveUpMs) {
+          clearInterval(check);
+          this.close(CLOSE.slowConsumer, "slow_consumer");
+          resolve();
+        }
+      }, 10);
+    });
+  }
+
   /** Sends a text frame unless the client is too far behind, in which case it is cut off. */
   send(text: string): void {
     if (this.closed) return;

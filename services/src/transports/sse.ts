@@ -28,41 +28,63 @@ function resumeAfter(c: Context): number | null {
 }
 
 /**
- * Subscribes before the response starts, so a failure is still a JSON error. Messages queue
- * between the feed and the socket; a client that lets the queue pass SSE_MAX_QUEUED_MESSAGES
- * is cut off with a reconnect hint and resumes from its Last-Event-ID.
+ * Messages queue between the room feed and the socket; a client that lets the queue pass
+ * SSE_MAX_QUEUED_MESSAGES is cut off with a reconnect hint and resumes from its
+ * Last-Event-ID. A backlog is replayed at the pace the client reads it. The subscription
+ * starts inside the stream (a replay needs the writer running); if it fails, the client
+ * gets a `failure` event and reconnects.
  */
 export async function stream(
   c: Context<AppEnv>,
   { chat, config, drainer }: NodeServices,
   room: string,
 ) {
+  const after = resumeAfter(c);
   const queue: Delivery[] = [];
   let wake: (() => void) | undefined;
-  let endReason: "draining" | "slow_consumer" | "closed" | undefined;
+  let drained: (() => void) | undefined;
+  let endReason: "draining" | "slow_consumer" | "closed" | "error" | undefined;
   const end = (reason: NonNullable<typeof endReason>) => {
     endReason ??= reason;
     wake?.();
+    drained?.();
   };
-  const subscription = await chat.subscribe(room, {
-    after: resumeAfter(c),
-    deliver: (delivery) => {
-      queue.push(delivery);
-      if (queue.length > config.SSE_MAX_QUEUED_MESSAGES) end("slow_consumer");
-      wake?.();
-    },
-  });
   const untrack = drainer.track("sse", () => end("draining"));
   c.header("X-Accel-Buffering", "no");
 
   return streamSSE(c, async (sse) => {
     sse.onAbort(() => end("closed"));
     const heartbeat = setInterval(() => void sse.write(": ping\n\n"), config.SSE_HEARTBEAT_MS);
+    const subscribing = chat.subscribe(room, {
+      after,
+      deliver: (delivery) => {
+        queue.push(delivery);
+        if (queue.length > config.SSE_MAX_QUEUED_MESSAGES) end("slow_consumer");
+        wake?.();
+      },
+      paceReplay: () =>
+        queue.length < config.SSE_MAX_QUEUED_MESSAGES / 2 || endReason
+          ? undefined
+          : new Promise<void>((resolve) => {
+              drained = resolve;
+            }),
+    });
+    subscribing.catch(async (error: unknown) => {
+      end("error");
+      const failure =
+        error instanceof ChatError
+          ? error
+          : new ChatError("unavailable", "could not follow the room; retry");
+      await sse
+        .writeSSE({ event: "failure", data: JSON.stringify(failure.toBody()) })
+        .catch(() => undefined);
+    });
     try {
       await sse.write(`retry: ${RECONNECT_MS}\n\n`);
       await sse.writeSSE({ event: "ready", data: JSON.stringify({ node: config.NODE_ID }) });
       while (!endReason) {
         const delivery = queue.shift();
+        if (queue.length < config.SSE_MAX_QUEUED_MESSAGES / 4) drained?.();
         if (delivery) {
           await sse.writeSSE({
             event: PUBLISH_EVENT,
@@ -76,12 +98,15 @@ export async function stream(
           wake = undefined;
         }
       }
-      if (endReason !== "closed") {
+      if (endReason === "draining" || endReason === "slow_consumer") {
         await sse.writeSSE({ event: "reconnect", data: JSON.stringify({ reason: endReason }) });
       }
     } finally {
       clearInterval(heartbeat);
-      subscription.close();
+      void subscribing.then(
+        (subscription) => subscription.close(),
+        () => undefined,
+      );
       untrack();
       await sse.close();
     }

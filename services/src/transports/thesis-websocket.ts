@@ -37,7 +37,11 @@ class ThesisSocket implements SocketProtocol {
     const raw = c.req.query("after");
     const after = raw === undefined ? null : (AFTER.safeParse(raw).data ?? null);
     this.#subscription = services.chat
-      .subscribe(DEFAULT_ROOM, { after, deliver: (delivery) => connection.send(delivery.json) })
+      .subscribe(DEFAULT_ROOM, {
+        after,
+        deliver: (delivery) => connection.send(delivery.json),
+        paceReplay: () => connection.whenWritable(),
+      })
       .catch((error: unknown) => {
         this.#error(asChatError(error));
         connection.close(CLOSE.goingAway, "subscribe_failed");

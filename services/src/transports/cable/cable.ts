@@ -26,8 +26,6 @@ interface CableSubscription {
   /** The identifier exactly as the client sent it: frames echo it byte for byte. */
   identifierJson: string;
   subscription?: Subscription;
-  /** Deliveries that arrive before the confirmation went out wait here. */
-  early: Delivery[] | null;
 }
 
 /**
@@ -130,23 +128,23 @@ class CableConnection implements SocketProtocol {
       this.#send({ identifier: identifierJson, type: "reject_subscription" });
       return;
     }
-    const entry: CableSubscription = { room: params.room, identifierJson, early: [] };
+    const entry: CableSubscription = { room: params.room, identifierJson };
     this.#subscriptions.set(identifierJson, entry);
+    // Confirmed first, then the replay streams at the pace the client reads it.
+    this.#send({ identifier: identifierJson, type: "confirm_subscription" });
     try {
       entry.subscription = await this.#services.chat.subscribe(params.room, {
         after: params.lastSeq,
-        deliver: (delivery) =>
-          entry.early ? entry.early.push(delivery) : this.#broadcast(entry, delivery),
+        deliver: (delivery) => this.#broadcast(entry, delivery),
+        paceReplay: () => this.#connection.whenWritable(),
       });
     } catch (error) {
+      // Action Cable cannot un-confirm: reconnecting makes the client subscribe afresh.
       this.#subscriptions.delete(identifierJson);
-      this.#send({ identifier: identifierJson, type: "reject_subscription" });
-      throw error;
+      this.#services.log.warn({ err: error, room: params.room }, "cable subscription failed");
+      this.#send({ type: "disconnect", reason: "server_restart", reconnect: true });
+      this.#connection.close(CLOSE.goingAway, "subscribe_failed");
     }
-    this.#send({ identifier: identifierJson, type: "confirm_subscription" });
-    const early = entry.early ?? [];
-    entry.early = null;
-    for (const delivery of early) this.#broadcast(entry, delivery);
   }
 
   async #perform(identifierJson: string, rawData: unknown): Promise<void> {

@@ -44,8 +44,6 @@ interface Channel {
   subscription?: Subscription;
   presenceRef?: Promise<string>;
   stopPresence?: () => void;
-  /** Messages delivered before the join reply went out wait here, so the reply comes first. */
-  early: Delivery[] | null;
 }
 
 /**
@@ -163,26 +161,27 @@ class PhoenixSocket implements SocketProtocol {
         `at most ${max} topics per socket (MAX_TOPICS_PER_SOCKET)`,
       );
     }
-    const channel: Channel = { topic: message.topic, room, joinRef: message.join_ref, early: [] };
+    const channel: Channel = { topic: message.topic, room, joinRef: message.join_ref };
     this.#channels.set(message.topic, channel);
+    // The reply goes first, then the replay streams at the pace the client reads it.
+    this.#send(reply(message, "ok", { node: this.#services.config.NODE_ID }));
     try {
       channel.subscription = await this.#services.chat.subscribe(room, {
         after: lastSeq,
-        deliver: (delivery) =>
-          channel.early ? channel.early.push(delivery) : this.#publish(channel, delivery),
+        deliver: (delivery) => this.#publish(channel, delivery),
+        paceReplay: () => this.#connection.whenWritable(),
       });
     } catch (error) {
+      // Phoenix's answer to a channel that failed after joining: phx_error, and the client rejoins.
       this.#channels.delete(message.topic);
-      throw error;
+      this.#services.log.warn({ err: error, room }, "channel subscription failed");
+      this.#send(broadcast(message.topic, PHOENIX_EVENTS.error, {}, message.join_ref));
+      return;
     }
     if (this.#channels.get(message.topic) !== channel || this.#connection.closed) {
       channel.subscription.close(); // left or closed while the replay ran
       return;
     }
-    this.#send(reply(message, "ok", { node: this.#services.config.NODE_ID }));
-    const early = channel.early ?? [];
-    channel.early = null;
-    for (const delivery of early) this.#publish(channel, delivery);
     await this.#joinPresence(channel);
   }
 

@@ -1,0 +1,167 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import type { Logger } from "@chat/shared";
+import type { GatewayConfig } from "./config.ts";
+import { startDiscovery } from "./discovery/discovery.ts";
+import { startHealthChecks } from "./health/health-checks.ts";
+import { createGatewayMetrics } from "./metrics.ts";
+import { createHttpProxy } from "./proxy/http-proxy.ts";
+import { createWebSocketProxy } from "./proxy/websocket-proxy.ts";
+import { UpstreamPool } from "./upstreams/pool.ts";
+
+const STATUS_PATH = "/.gateway/status";
+const HEALTH_PATH = "/.gateway/healthz";
+const METRICS_PATH = "/.gateway/metrics";
+
+/**
+ * One gateway worker: discovery, health, balancing and proxying for HTTP and WebSockets on
+ * one port. Its own endpoints live under /.gateway/ so they never shadow a node's paths.
+ */
+export function createGateway(config: GatewayConfig, log: Logger) {
+  const metrics = createGatewayMetrics(config.GATEWAY_ID);
+  const pool = new UpstreamPool({
+    slowStartMs: config.SLOW_START_MS,
+    ejectBaseMs: config.EJECT_BASE_MS,
+    ejectMaxMs: config.EJECT_MAX_MS,
+  });
+  const http = createHttpProxy({ pool, config, metrics, log });
+  const websockets = createWebSocketProxy({ pool, config, metrics, log });
+  const stops: Array<() => void> = [];
+
+  const server: Server = createServer(
+    {
+      maxHeaderSize: config.MAX_HEADER_BYTES,
+      headersTimeout: config.HEADERS_TIMEOUT_MS,
+      requestTimeout: 0,
+      // Node checks header timeouts on this interval (30 s by default): too late for slowloris.
+      connectionsCheckingInterval: Math.min(1000, config.HEADERS_TIMEOUT_MS),
+    },
+    (req, res) => void route(req, res),
+  );
+  server.maxConnections = config.MAX_CONNECTIONS;
+  server.on("connection", admitConnection(config, metrics));
+  server.on("upgrade", (req, socket, head) => void websockets.handle(req, socket, head));
+  server.on("clientError", (error: NodeJS.ErrnoException, socket) => {
+    const status =
+      error.code === "HPE_HEADER_OVERFLOW"
+        ? "431 Request Header Fields Too Large"
+        : error.code === "ERR_HTTP_REQUEST_TIMEOUT" || error.code === "HPE_HEADER_TIMEOUT"
+          ? "408 Request Timeout"
+          : "400 Bad Request";
+    // Answer, then free the socket even if the client never closes its side.
+    if (socket.writable)
+      socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, () =>
+        socket.destroy(),
+      );
+    else socket.destroy();
+  });
+
+  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    req.on("error", () => res.destroy());
+    res.on("error", () => res.destroy());
+    const path = (req.url ?? "/").split("?")[0];
+    try {
+      if (path === HEALTH_PATH) return json(res, 200, { status: "ok" });
+      if (path === STATUS_PATH) return json(res, 200, status());
+      if (path === METRICS_PATH) {
+        res.writeHead(200, { "content-type": metrics.registry.contentType });
+        res.end(await metrics.registry.metrics());
+        return;
+      }
+      await http.handle(req, res);
+    } catch (error) {
+      log.warn({ err: error }, "request failed in the gateway");
+      if (!res.headersSent)
+        json(res, 502, {
+          error: { code: "bad_gateway", message: "the gateway could not relay the request" },
+        });
+      else res.destroy();
+    }
+  }
+
+  function status() {
+    const now = Date.now();
+    return {
+      gateway: config.GATEWAY_ID,
+      pid: process.pid,
+      upstreams: pool.all.map((u) => ({
+        address: u.address,
+        state: u.state(now),
+        checked: u.checked,
+        inflight: u.inflight,
+        streams: u.streams,
+        ejections: u.ejections,
+        slowStart: Math.min(1, config.SLOW_START_MS ? (now - u.addedAt) / config.SLOW_START_MS : 1),
+      })),
+    };
+  }
+
+  return {
+    server,
+    metrics,
+    pool,
+    listen(): Promise<number> {
+      stops.push(
+        startDiscovery(config, log, (addresses) => pool.update(addresses)),
+        startHealthChecks(pool, config, log),
+        reportUpstreams(pool, metrics),
+      );
+      return new Promise((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(config.PORT, config.HOST, config.LISTEN_BACKLOG, () => {
+          const address = server.address();
+          resolve(typeof address === "object" && address ? address.port : config.PORT);
+        });
+      });
+    },
+    /** Stops accepting, lets in-flight requests finish (bounded by the caller), then closes. */
+    async close(): Promise<void> {
+      for (const stop of stops) stop();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      http.close();
+      websockets.close();
+    },
+  };
+}
+
+/** Per-address admission: a token bucket of new connections per second, per worker. */
+function admitConnection(config: GatewayConfig, metrics: ReturnType<typeof createGatewayMetrics>) {
+  const buckets = new Map<string, { tokens: number; at: number }>();
+  setInterval(() => buckets.clear(), 60_000).unref(); // forget idle addresses
+  return (socket: Socket) => {
+    socket.on("error", () => socket.destroy());
+    const address = socket.remoteAddress ?? "unknown";
+    const now = Date.now();
+    const rate = config.MAX_NEW_CONNECTIONS_PER_IP;
+    const bucket = buckets.get(address) ?? { tokens: rate, at: now };
+    bucket.tokens = Math.min(rate, bucket.tokens + ((now - bucket.at) / 1000) * rate);
+    bucket.at = now;
+    buckets.set(address, bucket);
+    if (bucket.tokens < 1) {
+      metrics.refusedConnections.inc({ reason: "rate" });
+      socket.destroy();
+      return;
+    }
+    bucket.tokens -= 1;
+  };
+}
+
+function reportUpstreams(
+  pool: UpstreamPool,
+  metrics: ReturnType<typeof createGatewayMetrics>,
+): () => void {
+  const timer = setInterval(() => {
+    metrics.upstreamUp.reset();
+    for (const upstream of pool.all)
+      metrics.upstreamUp.set(
+        { upstream: upstream.address },
+        upstream.state() === "healthy" ? 1 : 0,
+      );
+  }, 1000);
+  return () => clearInterval(timer);
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { "content-type": "application/json" });
+  res.end(JSON.stringify(body));
+}

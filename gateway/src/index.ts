@@ -1,0 +1,2 @@
+export { loadGatewayConfig } from "./config.ts";
+export { createGateway } from "./gateway.ts";

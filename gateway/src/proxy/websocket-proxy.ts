@@ -1,0 +1,127 @@
+import { Agent, type IncomingMessage } from "node:http";
+import { connect, type Socket } from "node:net";
+import type { Duplex } from "node:stream";
+import type { Logger } from "@chat/shared";
+import { createProxyServer } from "http-proxy-3";
+import type { GatewayConfig } from "../config.ts";
+import type { GatewayMetrics } from "../metrics.ts";
+import type { Upstream, UpstreamPool } from "../upstreams/pool.ts";
+import { RetryBudget } from "./retry-budget.ts";
+
+/**
+ * Hands http-proxy one connection it did not open: the agent for an upgrade is single-use
+ * (upgrades must not share keep-alive sockets), and connecting first lets the gateway try
+ * another node when one fails before 101, while the client socket is still untouched.
+ */
+class PreconnectedAgent extends Agent {
+  readonly #socket: Socket;
+
+  constructor(socket: Socket) {
+    super({ keepAlive: false });
+    this.#socket = socket;
+  }
+
+  override createConnection(): Socket {
+    return this.#socket;
+  }
+}
+
+/** WebSocket upgrades: fewest open connections (P2C), connect retries, an idle bound on tunnels. */
+export function createWebSocketProxy(deps: {
+  pool: UpstreamPool;
+  config: GatewayConfig;
+  metrics: GatewayMetrics;
+  log: Logger;
+}) {
+  const { pool, config, metrics, log } = deps;
+  const proxy = createProxyServer({ xfwd: true, ws: true });
+  const budget = new RetryBudget(config.RETRY_BUDGET_RATIO, config.RETRY_BUDGET_MIN_PER_S);
+  let nextSource = 0;
+  // A client that vanishes mid-handshake must not crash the worker.
+  proxy.on("error", (error) => log.debug({ err: error }, "websocket proxy error"));
+
+  async function handle(req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
+    client.on("error", () => client.destroy()); // before anything else: no unhandled socket errors
+    budget.recordRequest();
+    const tried = new Set<Upstream>();
+    for (let attempt = 0; attempt < config.MAX_ATTEMPTS && !client.destroyed; attempt++) {
+      const upstream = pool.pick("stream", tried);
+      if (!upstream) break;
+      if (attempt > 0 && !budget.tryRetry()) break;
+      if (attempt > 0) metrics.retries.inc({ reason: "upgrade-connect" });
+      tried.add(upstream);
+      const socket = await connectTo(upstream).catch(() => undefined);
+      if (!socket) {
+        pool.eject(upstream);
+        metrics.ejections.inc({ upstream: upstream.address });
+        continue;
+      }
+      tunnel(req, client, head, upstream, socket);
+      return;
+    }
+    if (!client.destroyed) {
+      client.end(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" +
+          JSON.stringify({
+            error: { code: "unavailable", message: "no node could take the connection; retry" },
+          }),
+      );
+    }
+  }
+
+  function tunnel(
+    req: IncomingMessage,
+    client: Duplex,
+    head: Buffer,
+    upstream: Upstream,
+    socket: Socket,
+  ): void {
+    upstream.streams++;
+    metrics.openWebSockets.inc({ upstream: upstream.address });
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      upstream.streams--;
+      metrics.openWebSockets.dec({ upstream: upstream.address });
+      socket.destroy();
+    };
+    client.once("close", release);
+    socket.once("close", () => client.destroy());
+    proxy.ws(req, client, head, {
+      target: { host: upstream.host, port: upstream.port },
+      agent: new PreconnectedAgent(socket),
+    });
+    // http-proxy turns socket timeouts off; an established tunnel gets an idle bound instead.
+    for (const side of [client, socket] as const) {
+      (side as Socket).setTimeout?.(config.STREAM_IDLE_TIMEOUT_MS, () => side.destroy());
+    }
+  }
+
+  function connectTo(upstream: Upstream): Promise<Socket> {
+    const localAddress =
+      config.SOURCE_ADDRESSES[nextSource++ % Math.max(1, config.SOURCE_ADDRESSES.length)];
+    return new Promise((resolve, reject) => {
+      const socket = connect({
+        host: upstream.host,
+        port: upstream.port,
+        ...(localAddress ? { localAddress } : {}),
+      });
+      const timer = setTimeout(
+        () => socket.destroy(new Error("connect timeout")),
+        config.CONNECT_TIMEOUT_MS,
+      );
+      socket.once("connect", () => {
+        clearTimeout(timer);
+        socket.on("error", () => socket.destroy()); // later errors end the tunnel, never the worker
+        resolve(socket);
+      });
+      socket.once("error", (error) => {
+        clearTimeout(timer);
+        reject(error);
+      });
+    });
+  }
+
+  return { handle, close: () => proxy.close() };
+}

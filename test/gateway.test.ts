@@ -1,0 +1,221 @@
+import { randomUUID } from "node:crypto";
+import { connect } from "node:net";
+import { Socket } from "phoenix";
+import { describe, expect, it } from "vitest";
+import WebSocket from "ws";
+import { fixed, range, receive, seqs, sleep } from "./support/clients.ts";
+import { freshRoom, storedSeqs, useCluster } from "./support/cluster.ts";
+import { joinRoom } from "./support/phoenix.ts";
+
+const cluster = await useCluster({
+  nodes: 3,
+  gateway: {
+    workers: 2,
+    env: {
+      HEALTH_INTERVAL_MS: "300",
+      SLOW_START_MS: "6000",
+      RESPONSE_TIMEOUT_MS: "3000",
+      HEADERS_TIMEOUT_MS: "2000",
+    },
+  },
+});
+const gateway = cluster.gatewayUrl ?? "";
+
+/** Steady HTTP load through the gateway: history reads and sends with client ids, counting failures. */
+function steadyLoad(room: string, workers = 4) {
+  let stop = false;
+  const failures: string[] = [];
+  let requests = 0;
+  const nodesSeen = new Set<string>();
+  const done = Promise.all(
+    Array.from({ length: workers }, async (_, w) => {
+      for (let i = 0; !stop; i++) {
+        const read = await fetch(`${gateway}/api/rooms/${room}/messages?after=0&limit=5`).catch(
+          (e: Error) => e,
+        );
+        const write = await fetch(`${gateway}/api/rooms/${room}/messages`, {
+          method: "POST",
+          body: JSON.stringify({ body: `w${w}-${i}`, client_id: randomUUID() }),
+        }).catch((e: Error) => e);
+        for (const response of [read, write]) {
+          requests++;
+          if (response instanceof Error) failures.push(response.message);
+          else {
+            if (response.status >= 300)
+              failures.push(`${response.status} ${await response.text()}`);
+            else await response.arrayBuffer();
+            nodesSeen.add(response.headers?.get("x-chat-node") ?? "");
+          }
+        }
+      }
+    }),
+  );
+  return {
+    failures,
+    nodesSeen,
+    get requests() {
+      return requests;
+    },
+    async stop() {
+      stop = true;
+      await done;
+    },
+  };
+}
+
+const status = async () =>
+  (await (await fetch(`${gateway}/.gateway/status`)).json()) as {
+    upstreams: Array<{ address: string; state: string; slowStart: number }>;
+  };
+const stateOf = async (port: number) =>
+  (await status()).upstreams.find((u) => u.address.endsWith(`:${port}`))?.state;
+
+describe("the gateway", () => {
+  it("balances without stickiness: consecutive requests of one client reach every node", async () => {
+    const nodes = new Set<string>();
+    for (let i = 0; i < 30; i++)
+      nodes.add((await fetch(`${gateway}/api/rooms`)).headers.get("x-chat-node") ?? "");
+    expect(nodes.size).toBe(3);
+  });
+
+  it("kill -9 of a node under steady load: not one failed request", async () => {
+    const load = steadyLoad(freshRoom("kill"));
+    await sleep(800);
+    await cluster.stopNode(1, "SIGKILL");
+    await sleep(1500);
+    await load.stop();
+    expect(load.requests).toBeGreaterThan(50);
+    expect(load.failures).toEqual([]);
+    await cluster.startNode(1);
+    await expect
+      .poll(() => stateOf(cluster.nodes[1]?.port ?? 0), { timeout: 10_000 })
+      .toBe("healthy");
+  });
+
+  it("SIGTERM of a node under steady load: not one failed request", async () => {
+    const load = steadyLoad(freshRoom("term"));
+    await sleep(800);
+    await cluster.stopNode(2, "SIGTERM");
+    await sleep(800);
+    await load.stop();
+    expect(load.failures).toEqual([]);
+    await cluster.startNode(2);
+  });
+
+  it("clients on every transport resume through the gateway after their node dies", async () => {
+    const room = freshRoom("resume");
+    const viaGateway = fixed(gateway);
+    const receivers = (["sse", "longpoll", "shortpoll"] as const).map((t) =>
+      receive(t, viaGateway, room),
+    );
+    const socket = new Socket(`${gateway.replace("http", "ws")}/socket`, {
+      transport: WebSocket,
+      reconnectAfterMs: () => 200,
+      rejoinAfterMs: () => 200,
+    } as object);
+    socket.connect();
+    const phoenix = joinRoom(socket, `room:${room}`, { fromStart: true });
+    await phoenix.joined;
+    const total = 50;
+    const sending = (async () => {
+      for (let i = 0; i < total; i++) {
+        const response = await fetch(`${gateway}/api/rooms/${room}/messages`, {
+          method: "POST",
+          body: JSON.stringify({ body: `m${i}`, client_id: randomUUID() }),
+        });
+        expect(response.status).toBe(201);
+        await sleep(30);
+      }
+    })();
+    await sleep(500);
+    // Kill the node holding the Phoenix socket (every streaming client is spread by the gateway).
+    const victim = cluster.nodes.findIndex((n) => n.running && phoenix.channel && n.index === 0);
+    await cluster.stopNode(victim, "SIGKILL");
+    await sending;
+    try {
+      for (const client of [...receivers, { name: "phoenix", messages: phoenix.messages }]) {
+        await expect.poll(() => client.messages.length, { timeout: 30_000, message: client.name }).toBe(total);
+        expect(seqs(client.messages), client.name).toEqual(range(1, total));
+      }
+      expect(await storedSeqs(cluster, room)).toEqual(range(1, total));
+    } finally {
+      socket.disconnect();
+      for (const r of receivers) r.close();
+      await cluster.startNode(victim);
+    }
+  });
+
+  it("a hung node (SIGSTOP) is ejected, and taken back after SIGCONT", async () => {
+    const node = cluster.nodes[2];
+    if (!node?.pid) throw new Error("node 2 is not running");
+    process.kill(node.pid, "SIGSTOP");
+    try {
+      await expect.poll(() => stateOf(node.port), { timeout: 10_000 }).not.toBe("healthy");
+      const load = steadyLoad(freshRoom("stop"), 2);
+      await sleep(1000);
+      await load.stop();
+      expect(load.failures).toEqual([]);
+    } finally {
+      process.kill(node.pid, "SIGCONT");
+    }
+    await expect.poll(() => stateOf(node.port), { timeout: 10_000 }).toBe("healthy");
+  });
+
+  it("a new node gets traffic without a restart, ramping up (slow start)", async () => {
+    const added = await cluster.addNode();
+    // Each worker discovers it within a second; its share ramps up from a fraction.
+    const ramp = async () =>
+      (await status()).upstreams.find((u) => u.address.endsWith(`:${added.port}`))?.slowStart;
+    await expect.poll(ramp, { timeout: 10_000 }).toBeGreaterThan(0);
+    expect(await ramp()).toBeLessThan(1);
+    const served = new Set<string>();
+    await expect
+      .poll(
+        async () => {
+          for (let i = 0; i < 20; i++)
+            served.add((await fetch(`${gateway}/api/rooms`)).headers.get("x-chat-node") ?? "");
+          return served.has(`node-${added.index}`);
+        },
+        { timeout: 15_000 },
+      )
+      .toBe(true);
+  });
+
+  it("slowloris and oversized-header clients do not starve anyone, and get no stack trace", async () => {
+    const slow = Array.from({ length: 20 }, () => {
+      const socket = connect(Number(new URL(gateway).port), "127.0.0.1");
+      socket.on("error", () => {});
+      socket.resume(); // reads, so it sees the gateway hang up
+      socket.write("GET /api/rooms HTTP/1.1\r\nHost: x\r\n");
+      const drip = setInterval(() => socket.write("X-Slow: 1\r\n"), 500);
+      socket.on("close", () => clearInterval(drip));
+      return socket;
+    });
+    const started = Date.now();
+    const response = await fetch(`${gateway}/api/rooms`);
+    expect(response.status).toBe(200);
+    expect(Date.now() - started).toBeLessThan(2000);
+    const big = await fetch(`${gateway}/api/rooms`, {
+      headers: { "x-big": "y".repeat(20_000) },
+    }).catch((e: Error) => e);
+    if (!(big instanceof Error)) expect(big.status).toBe(431);
+    await expect.poll(() => slow.filter((s) => !s.destroyed).length, { timeout: 8000 }).toBe(0);
+    expect((await fetch(`${gateway}/api/rooms`)).status).toBe(200);
+  });
+
+  it("with no node reachable it answers 503 JSON, without a stack trace", async () => {
+    const running = cluster.nodes.filter((n) => n.running).map((n) => n.index);
+    await Promise.all(running.map((i) => cluster.stopNode(i, "SIGKILL")));
+    try {
+      const response = await fetch(`${gateway}/api/rooms`);
+      expect([502, 503]).toContain(response.status);
+      const text = await response.text();
+      expect(JSON.parse(text)).toMatchObject({
+        error: { code: expect.any(String), message: expect.any(String) },
+      });
+      expect(text).not.toMatch(/\bat .*\.(ts|js):\d+/);
+    } finally {
+      await Promise.all(running.map((i) => cluster.startNode(i)));
+    }
+  });
+});
