@@ -63,10 +63,10 @@ export function joinRoom(socket: Socket, topic: string, options: { fromStart?: b
     messages.push(message);
     lastSeq = message.seq;
   });
-  const joined = new Promise<void>((resolve, reject) => {
+  const joined = new Promise<unknown>((resolve, reject) => {
     channel
       .join()
-      .receive("ok", () => resolve())
+      .receive("ok", (reply: unknown) => resolve(reply))
       .receive("error", (reason: unknown) =>
         reject(new Error(`join refused: ${JSON.stringify(reason)}`)),
       );

@@ -136,6 +136,11 @@ export function createHttpProxy(deps: {
         metrics.overhead.observe(overhead);
         metrics.requests.inc({ status: upstreamRes.statusCode ?? 0, upstream: upstream.address });
         upstreamRes.pipe(res);
+        // An upstream that dies mid-response (a killed node under an SSE stream) must cut the
+        // client off too, or the client would wait forever instead of reconnecting.
+        upstreamRes.once("close", () => {
+          if (!upstreamRes.complete) res.destroy();
+        });
         res.once("close", () => {
           release();
           if (!upstreamRes.complete) upstreamRes.destroy();
