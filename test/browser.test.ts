@@ -6,10 +6,11 @@ import { REPO_ROOT } from "../cluster/launcher.ts";
 import { freshRoom, useCluster } from "./support/cluster.ts";
 
 /**
- * The web client in Debian's Chromium (driven by playwright-core): one page through the
- * edge, one straight from another node — the four transports, cross-node.
+ * The web client in Debian's Chromium (driven by playwright-core), through the edge and the
+ * gateway: two pages on different nodes chat over each of the four transports, and a page
+ * whose node is killed carries on with nothing lost or doubled.
  */
-const cluster = await useCluster({ nodes: 2, edge: true });
+const cluster = await useCluster({ nodes: 2, gateway: true, edge: true });
 const SCREENSHOTS = join(REPO_ROOT, "test-results", "screenshots");
 let browser: Browser;
 
@@ -52,6 +53,15 @@ async function say(page: Page, text: string): Promise<void> {
 }
 
 const texts = (page: Page) => page.locator("#messages .text").allTextContents();
+const seqsShown = async (page: Page) =>
+  (
+    await page
+      .locator("#messages li")
+      .evaluateAll((items) => items.map((item) => item.getAttribute("data-seq")))
+  ).map(Number);
+/** The node a page is served by, from its status line ("… · node node-1"). */
+const nodeOf = async (page: Page) =>
+  Number(/node node-(\d+)/.exec((await page.locator("#status").textContent()) ?? "")?.[1] ?? -1);
 
 describe.each(["websocket", "longpoll", "sse", "polling"])(
   "the web client over %s",
@@ -77,6 +87,42 @@ describe.each(["websocket", "longpoll", "sse", "polling"])(
       await edgePage.screenshot({ path: join(SCREENSHOTS, `chat-${transport}.png`) });
       await edgePage.close();
       await nodePage.close();
+    });
+  },
+);
+
+describe.each(["websocket", "longpoll", "sse", "polling"])(
+  "a page over %s whose node is killed",
+  (transport) => {
+    it("reconnects through the gateway with nothing lost or doubled", async () => {
+      const room = freshRoom(`kill-${transport}`);
+      const page = await openChat(cluster.edgeUrl ?? "", room, transport, "kim");
+      let victim = -1;
+      await expect
+        .poll(async () => (victim = await nodeOf(page)), { timeout: 10_000 })
+        .toBeGreaterThanOrEqual(0);
+      const total = 30;
+      const sending = (async () => {
+        for (let i = 0; i < total; i++) {
+          await fetch(`${cluster.gatewayUrl}/api/rooms/${room}/messages`, {
+            method: "POST",
+            body: JSON.stringify({ body: `m${i}`, client_id: `${room}-${i}` }),
+          });
+          await new Promise((resolve) => setTimeout(resolve, 40));
+        }
+      })();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await cluster.stopNode(victim, "SIGKILL");
+      await sending;
+      try {
+        await expect
+          .poll(() => seqsShown(page), { timeout: 30_000 })
+          .toEqual(Array.from({ length: total }, (_, i) => i + 1));
+        await page.screenshot({ path: join(SCREENSHOTS, `after-kill-${transport}.png`) });
+      } finally {
+        await page.close();
+        await cluster.startNode(victim);
+      }
     });
   },
 );

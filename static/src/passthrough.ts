@@ -15,10 +15,14 @@ export function createPassthrough(originUrl: string, metrics: EdgeMetrics, log: 
     xfwd: true,
     agent: new Agent({ keepAlive: true, maxSockets: 1024 }),
   });
-  proxy.on("proxyRes", (proxyRes) => {
+  proxy.on("proxyRes", (proxyRes, _req, res) => {
     proxyRes.headers["cache-status"] = "chat-edge; fwd=bypass";
     proxyRes.headers["x-cache"] = "BYPASS";
     proxyRes.headers.age = "0";
+    // A stream cut upstream (its node died) must be cut here too, so the client reconnects.
+    proxyRes.once("close", () => {
+      if (!proxyRes.complete) res.destroy();
+    });
   });
   proxy.on("error", (error, _req, target) => {
     log.warn({ err: error }, "origin unreachable for a pass-through request");
