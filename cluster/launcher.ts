@@ -71,8 +71,9 @@ export interface Cluster {
   readonly nodes: readonly NodeHandle[];
   /** The edge's URL when it was asked for. */
   readonly edgeUrl: string | undefined;
-  /** The gateway's URL when it was asked for. */
+  /** The gateway's URL when it was asked for, and its admin port's (aggregated /metrics). */
   readonly gatewayUrl: string | undefined;
+  readonly gatewayAdminUrl: string | undefined;
   nodeUrl(index: number): string;
   startNode(index: number): Promise<void>;
   stopNode(index: number, signal?: NodeJS.Signals): Promise<void>;
@@ -159,6 +160,10 @@ class LocalCluster implements Cluster {
     return this.#gateway?.url;
   }
 
+  get gatewayAdminUrl(): string | undefined {
+    return this.#gateway ? `http://127.0.0.1:${this.#parts.ports.gatewayAdmin}` : undefined;
+  }
+
   get edgeUrl(): string | undefined {
     return this.#edge ? `http://127.0.0.1:${this.#parts.ports.edge}` : undefined;
   }
@@ -187,7 +192,8 @@ class LocalCluster implements Cluster {
       logDir,
       output: this.#parts.options.nodeOutput ?? "inherit",
       workers: settings.workers ?? 2,
-      ...(settings.env ? { env: settings.env } : {}),
+      // Loopback has a whole /8: four source addresses give four ephemeral port ranges per node.
+      env: { SOURCE_ADDRESSES: "127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4", ...settings.env },
     });
     this.#gateway.setUpstreams(this.#nodes.map((node) => `127.0.0.1:${node.port}`));
     await this.#gateway.start();

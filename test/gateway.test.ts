@@ -209,6 +209,20 @@ describe("the gateway", () => {
     expect((await fetch(`${gateway}/api/rooms`)).status).toBe(200);
   });
 
+  it("exports metrics aggregated over its workers, and a status of its upstreams", async () => {
+    const text = await (await fetch(`${cluster.gatewayAdminUrl}/metrics`)).text();
+    for (const name of [
+      "gateway_requests_total",
+      "gateway_upstream_up",
+      "gateway_retries_total",
+      "gateway_ejections_total",
+      "gateway_proxy_overhead_ms_bucket",
+    ]) {
+      expect(text).toContain(name);
+    }
+    expect((await status()).upstreams.length).toBeGreaterThanOrEqual(3);
+  });
+
   it("with no node reachable it answers 503 JSON, without a stack trace", async () => {
     const running = cluster.nodes.filter((n) => n.running).map((n) => n.index);
     await Promise.all(running.map((i) => cluster.stopNode(i, "SIGKILL")));

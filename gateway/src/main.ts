@@ -72,6 +72,8 @@ if (cluster.isPrimary) {
   );
 } else {
   const gateway = createGateway(config, log);
+  // Constructing one installs prom-client's worker side of the aggregation (answering the primary).
+  new AggregatorRegistry();
   AggregatorRegistry.setRegistries([gateway.metrics.registry]);
   for (const signal of ["SIGTERM", "SIGINT"] as const) {
     process.on(signal, () => {
