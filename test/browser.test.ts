@@ -127,6 +127,26 @@ describe.each(["websocket", "longpoll", "sse", "polling"])(
   },
 );
 
+describe("the page", () => {
+  it("scrolls back through history and switches transport from its control", async () => {
+    const room = freshRoom("history");
+    for (let i = 1; i <= 60; i++) {
+      await fetch(`${cluster.gatewayUrl}/api/rooms/${room}/messages`, { method: "POST", body: JSON.stringify({ body: `old ${i}` }) });
+    }
+    const page = await openChat(cluster.edgeUrl ?? "", room, "websocket", "sam");
+    await expect.poll(() => seqsShown(page)).toHaveLength(50);
+    expect((await seqsShown(page))[0]).toBe(11);
+    await page.getByRole("button", { name: "Load older messages" }).click();
+    await expect.poll(() => seqsShown(page)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
+    await page.getByLabel("Transport").selectOption("sse");
+    await expect.poll(() => page.locator("#status").textContent(), { timeout: 10_000 }).toContain("server-sent events · connected");
+    expect(page.url()).toContain("transport=sse");
+    await say(page, "after switching");
+    await expect.poll(() => seqsShown(page), { timeout: 10_000 }).toEqual(Array.from({ length: 61 }, (_, i) => i + 1));
+    await page.close();
+  });
+});
+
 describe("the page through the edge", () => {
   it("reloading serves the assets as cache hits", async () => {
     const page = await browser.newPage();

@@ -276,6 +276,27 @@ describe("edge cache", () => {
   });
 });
 
+describe("several edges", () => {
+  it("each keeps its own cache in front of the same origin", async () => {
+    const second = createEdge(
+      loadEdgeConfig({ PORT: "0", ORIGIN_URL: `http://127.0.0.1:${originPort}` }),
+      createLogger({ service: "edge", instance: "second", level: "silent" }),
+    );
+    const secondUrl = `http://127.0.0.1:${await second.listen()}`;
+    try {
+      routes.set("/shared", serve("same origin", { "cache-control": "public, max-age=60" }));
+      expect((await get("/shared")).headers["x-cache"]).toBe("MISS");
+      expect((await get("/shared")).headers["x-cache"]).toBe("HIT");
+      const other = await fetch(`${secondUrl}/shared`);
+      expect(other.headers.get("x-cache")).toBe("MISS");
+      expect(await other.text()).toBe("same origin");
+      expect(hits("/shared")).toBe(2);
+    } finally {
+      await second.close();
+    }
+  });
+});
+
 describe("pass-through", () => {
   it("streams SSE without buffering and never caches API calls", async () => {
     routes.set("/api/rooms/x/stream", (_req, res) => {
