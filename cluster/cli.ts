@@ -40,6 +40,7 @@ try {
     ports: DEFAULT_PORTS,
     gateway: true,
     edge: true,
+    prometheus: true,
     nodeOutput: "inherit",
     log: say,
   });
@@ -57,6 +58,7 @@ console.log(`
     open the chat    ${cluster.edgeUrl}/   (the edge)
     gateway          ${cluster.gatewayUrl}   (status: /.gateway/status)
     nodes             ${cluster.nodes.map((node) => node.url).join("  ")}
+    prometheus        ${cluster.prometheusUrl ?? "(not installed: apt-get install prometheus)"}
     redis             ${cluster.redisUrl}
     postgres primary  ${cluster.primaryUrl}
     postgres replica  ${cluster.replicaUrl}

@@ -6,8 +6,15 @@ import { buildClient } from "../static/build.ts";
 import { ensureBinaries } from "./binaries.ts";
 import { startEdge } from "./edge.ts";
 import { GatewayProcess } from "./gateway.ts";
-import { type PostgresSetup, postgresUrl, startPrimary, startReplica } from "./postgres.ts";
+import {
+  type PostgresSetup,
+  postgresUrl,
+  promote,
+  startPrimary,
+  startReplica,
+} from "./postgres.ts";
 import { ManagedProcess } from "./process.ts";
+import { LocalPrometheus, prometheusInstalled } from "./prometheus.ts";
 import { startRedis } from "./redis.ts";
 
 /** The repository root: nodes run from here so `--import tsx` and workspace packages resolve. */
@@ -22,6 +29,7 @@ export interface ClusterPorts {
   edge: number;
   gateway: number;
   gatewayAdmin: number;
+  prometheus: number;
 }
 
 export const DEFAULT_PORTS: ClusterPorts = {
@@ -32,6 +40,7 @@ export const DEFAULT_PORTS: ClusterPorts = {
   edge: 8080,
   gateway: 8000,
   gatewayAdmin: 8001,
+  prometheus: 9090,
 };
 
 export interface ClusterOptions {
@@ -49,6 +58,8 @@ export interface ClusterOptions {
   gateway?: boolean | { workers?: number; env?: Record<string, string> };
   /** Also start the edge (the public entry) in front of the gateway, or of the first node. */
   edge?: boolean;
+  /** Also start Prometheus (when installed) scraping everything the launcher started. */
+  prometheus?: boolean | { scrapeInterval?: string };
   /** Delete dataDir on stop (tests use a temp folder). */
   removeDataOnStop?: boolean;
   log?: (line: string) => void;
@@ -74,6 +85,8 @@ export interface Cluster {
   /** The gateway's URL when it was asked for, and its admin port's (aggregated /metrics). */
   readonly gatewayUrl: string | undefined;
   readonly gatewayAdminUrl: string | undefined;
+  /** Prometheus's URL when it was asked for and is installed. */
+  readonly prometheusUrl: string | undefined;
   nodeUrl(index: number): string;
   startNode(index: number): Promise<void>;
   stopNode(index: number, signal?: NodeJS.Signals): Promise<void>;
@@ -84,6 +97,8 @@ export interface Cluster {
   startReplica(): Promise<void>;
   stopPrimary(): Promise<void>;
   startPrimary(): Promise<void>;
+  /** Promotes the replica (what an operator does once the primary is lost). */
+  promoteReplica(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -142,6 +157,7 @@ class LocalCluster implements Cluster {
   #replica: ManagedProcess | undefined;
   #edge: ManagedProcess | undefined;
   #gateway: GatewayProcess | undefined;
+  #prometheus: LocalPrometheus | undefined;
   #stopped = false;
 
   constructor(parts: ClusterParts) {
@@ -164,6 +180,10 @@ class LocalCluster implements Cluster {
     return this.#gateway ? `http://127.0.0.1:${this.#parts.ports.gatewayAdmin}` : undefined;
   }
 
+  get prometheusUrl(): string | undefined {
+    return this.#prometheus?.url;
+  }
+
   get edgeUrl(): string | undefined {
     return this.#edge ? `http://127.0.0.1:${this.#parts.ports.edge}` : undefined;
   }
@@ -177,6 +197,37 @@ class LocalCluster implements Cluster {
     await Promise.all(Array.from({ length: nodeCount }, () => this.addNode()));
     if (options.gateway) await this.#startGateway(options.gateway);
     if (options.edge) await this.#startEdge();
+    if (options.prometheus) await this.#startPrometheus(options.prometheus);
+  }
+
+  async #startPrometheus(options: true | { scrapeInterval?: string }): Promise<void> {
+    const { ports, dataDir, logDir, log } = this.#parts;
+    if (!prometheusInstalled()) {
+      log("prometheus is not installed (apt-get install prometheus); not starting it");
+      return;
+    }
+    this.#prometheus = new LocalPrometheus({
+      repoRoot: REPO_ROOT,
+      dataDir,
+      logDir,
+      port: ports.prometheus,
+      ...(options === true ? {} : options),
+    });
+    this.#updateTargets();
+    await this.#prometheus.start();
+    log(`prometheus on ${this.prometheusUrl}`);
+  }
+
+  #updateTargets(): void {
+    const ports = this.#parts.ports;
+    const prometheus = this.#prometheus;
+    if (!prometheus) return;
+    prometheus.setTargets(
+      "node",
+      this.#nodes.map((node) => `127.0.0.1:${node.port}`),
+    );
+    prometheus.setTargets("gateway", this.#gateway ? [`127.0.0.1:${ports.gatewayAdmin}`] : []);
+    prometheus.setTargets("edge", this.#edge ? [`127.0.0.1:${ports.edge}`] : []);
   }
 
   async #startGateway(
@@ -232,6 +283,7 @@ class LocalCluster implements Cluster {
     this.#nodes.push(node);
     await node.start();
     this.#gateway?.setUpstreams(this.#nodes.map((n) => `127.0.0.1:${n.port}`));
+    this.#updateTargets();
     this.#parts.log(`node-${index} on ${node.url}`);
     return node;
   }
@@ -263,9 +315,14 @@ class LocalCluster implements Cluster {
     await this.#replica?.stop("SIGINT");
   }
 
+  async promoteReplica(): Promise<void> {
+    await promote(this.#parts.ports.replica);
+  }
+
   async stop(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
+    await this.#prometheus?.stop();
     await this.#edge?.stop("SIGTERM", 5000);
     await this.#gateway?.stop();
     await Promise.all(this.#nodes.map((node) => node.process.stop("SIGTERM", 5000)));
@@ -342,7 +399,7 @@ async function resolvePorts(
 ): Promise<ClusterPorts & { nodes?: number[] }> {
   if (requested !== "auto") return { ...DEFAULT_PORTS, ...requested };
   // Extra node ports leave room for addNode().
-  const free = await Promise.all(Array.from({ length: 6 + nodes + 4 }, findFreePort));
+  const free = await Promise.all(Array.from({ length: 7 + nodes + 4 }, findFreePort));
   const [
     redis = 0,
     primary = 0,
@@ -350,6 +407,7 @@ async function resolvePorts(
     edge = 0,
     gateway = 0,
     gatewayAdmin = 0,
+    prometheus = 0,
     ...nodePorts
   ] = free;
   return {
@@ -359,6 +417,7 @@ async function resolvePorts(
     edge,
     gateway,
     gatewayAdmin,
+    prometheus,
     firstNode: nodePorts[0] ?? 0,
     nodes: nodePorts,
   };

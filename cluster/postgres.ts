@@ -143,6 +143,14 @@ async function ensureDatabase(port: number): Promise<void> {
   });
 }
 
+/** Promotes a streaming replica to a primary, waiting until it takes writes. */
+export async function promote(port: number): Promise<void> {
+  await withClient(port, "postgres", async (client) => {
+    const { rows } = await client.query<{ done: boolean }>("SELECT pg_promote(true, 30) AS done");
+    if (!rows[0]?.done) throw new Error(`the replica on port ${port} did not finish promotion`);
+  });
+}
+
 /** A slot left by an earlier replica would hold WAL forever and block `-C`. */
 async function dropSlot(primaryPort: number): Promise<void> {
   await withClient(primaryPort, "postgres", async (client) => {

@@ -131,7 +131,10 @@ describe("the page", () => {
   it("scrolls back through history and switches transport from its control", async () => {
     const room = freshRoom("history");
     for (let i = 1; i <= 60; i++) {
-      await fetch(`${cluster.gatewayUrl}/api/rooms/${room}/messages`, { method: "POST", body: JSON.stringify({ body: `old ${i}` }) });
+      await fetch(`${cluster.gatewayUrl}/api/rooms/${room}/messages`, {
+        method: "POST",
+        body: JSON.stringify({ body: `old ${i}` }),
+      });
     }
     const page = await openChat(cluster.edgeUrl ?? "", room, "websocket", "sam");
     await expect.poll(() => seqsShown(page)).toHaveLength(50);
@@ -139,10 +142,14 @@ describe("the page", () => {
     await page.getByRole("button", { name: "Load older messages" }).click();
     await expect.poll(() => seqsShown(page)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
     await page.getByLabel("Transport").selectOption("sse");
-    await expect.poll(() => page.locator("#status").textContent(), { timeout: 10_000 }).toContain("server-sent events · connected");
+    await expect
+      .poll(() => page.locator("#status").textContent(), { timeout: 10_000 })
+      .toContain("server-sent events · connected");
     expect(page.url()).toContain("transport=sse");
     await say(page, "after switching");
-    await expect.poll(() => seqsShown(page), { timeout: 10_000 }).toEqual(Array.from({ length: 61 }, (_, i) => i + 1));
+    await expect
+      .poll(() => seqsShown(page), { timeout: 10_000 })
+      .toEqual(Array.from({ length: 61 }, (_, i) => i + 1));
     await page.close();
   });
 });

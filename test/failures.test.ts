@@ -129,4 +129,30 @@ describe("failures", () => {
       follower.close();
     }
   });
+
+  // Last: afterwards the cluster runs on the promoted replica alone.
+  it("primary lost: sends fail retryably, reads go on; after promotion nodes write to the new primary", async () => {
+    const room = freshRoom("promote");
+    const reader = receive("sse", () => cluster.nodeUrl(1), room);
+    await chatter(room, 5, 10);
+    await expect.poll(() => reader.messages.length, { timeout: 10_000 }).toBe(5);
+    await cluster.stopPrimary();
+    const refused = await fetch(`${cluster.nodeUrl(0)}/api/rooms/${room}/messages`, {
+      method: "POST",
+      body: JSON.stringify({ body: "during", client_id: "while-down" }),
+    });
+    expect(refused.status).toBe(503);
+    expect(await refused.json()).toMatchObject({ error: { code: "unavailable", retryable: true } });
+    expect(seqs(await history(cluster.nodeUrl(2), room))).toEqual(range(1, 5));
+    await cluster.promoteReplica();
+    // The same client id, resent: stored once, after the five, by nodes that were never restarted.
+    const resent = await sendReliably(anyLiveNode, room, "during", "while-down");
+    expect(resent.seq).toBe(6);
+    await chatter(room, 4, 10);
+    await expect.poll(() => reader.messages.length, { timeout: 10_000 }).toBe(10);
+    expect(seqs(reader.messages)).toEqual(range(1, 10));
+    for (const node of cluster.nodes)
+      expect(await metric(node.url, 'chat_pg_writer{pool="replica"')).toBe(1);
+    reader.close();
+  });
 });

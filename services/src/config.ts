@@ -21,6 +21,9 @@ export const nodeConfigSchema = z.object({
   PG_STATEMENT_TIMEOUT_MS: env.int(5000, 100),
   /** How long a failed replica is left alone before reads try it again. */
   REPLICA_RETRY_MS: env.int(2000, 100),
+  /** How often a node asks both servers which takes writes (finds a promoted replica) and
+   * measures replica lag. A failed write triggers the same check at once. */
+  PG_ROLE_CHECK_MS: env.int(1000, 100),
 
   REDIS_URL: env.url("redis://127.0.0.1:6379"),
 

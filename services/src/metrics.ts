@@ -66,6 +66,44 @@ export function createNodeMetrics(nodeId: string) {
       labelNames: ["pool"] as const,
       registers,
     }),
+    pgUp: new Gauge({
+      name: "chat_pg_up",
+      help: "1 while the configured Postgres server (pool primary or replica) answers",
+      labelNames: ["pool"] as const,
+      registers,
+    }),
+    pgWriter: new Gauge({
+      name: "chat_pg_writer",
+      help: "1 for the configured server that takes writes now (the replica once promoted)",
+      labelNames: ["pool"] as const,
+      registers,
+    }),
+    pgWriterSwitches: new Counter({
+      name: "chat_pg_writer_switches_total",
+      help: "Times writes moved to another server (a promoted replica)",
+      registers,
+    }),
+    pgPoolConnections: new Gauge({
+      name: "chat_pg_pool_connections",
+      help: "Postgres pool clients, by pool and state (total, idle, waiting for a client)",
+      labelNames: ["pool", "state"] as const,
+      registers,
+    }),
+    pgPoolMax: new Gauge({
+      name: "chat_pg_pool_max",
+      help: "Most clients a Postgres pool opens (PG_POOL_MAX)",
+      registers,
+    }),
+    pgReplicaLagBytes: new Gauge({
+      name: "chat_pg_replica_lag_bytes",
+      help: "WAL bytes the replica has not replayed yet, seen from this node",
+      registers,
+    }),
+    pgReplicaLagSeconds: new Gauge({
+      name: "chat_pg_replica_lag_seconds",
+      help: "Seconds since the replica replayed a transaction, when it is behind (else 0)",
+      registers,
+    }),
     replicaFallbacks: new Counter({
       name: "chat_replica_fallbacks_total",
       help: "History reads sent to the primary instead of the replica, by reason",

@@ -63,6 +63,7 @@ export function createChatNode(config: NodeConfig, log: Logger): ChatNode {
     services,
     async start() {
       await migrateWhenReachable(db, config.STARTUP_TIMEOUT_MS, log);
+      db.startMonitor();
       hub.start((room, diff) => presence.received(room, diff));
       presence.start();
       const app = createApp(services);
@@ -100,6 +101,7 @@ async function migrateWhenReachable(db: Database, timeoutMs: number, log: Logger
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
+      await db.checkRoles(); // after a failover the writer may be the promoted replica
       await migrate(db.primary, log);
       return;
     } catch (error) {

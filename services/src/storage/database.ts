@@ -5,16 +5,27 @@ import type { NodeMetrics } from "../metrics.ts";
 
 type Row = Record<string, unknown>;
 export type Queryable = Pick<pg.Pool, "query">;
+type PoolName = "primary" | "replica";
+
+/** Errors after which the server taking writes may have changed (down, shut down, demoted). */
+const ROLE_CHANGE_CODES = new Set(["57P01", "57P02", "57P03", "25006", "08006", "08001"]);
 
 /**
  * The primary (all writes) and the streaming replica (history reads). A read goes to the
  * replica unless it is known to be down; it falls back to the primary when the replica
  * fails or has not yet replayed what the caller needs (`isFresh` says so).
+ *
+ * Writes go to whichever configured server is not in recovery. Nodes never promote anyone:
+ * once an operator promotes the replica, the role check finds it and writes follow it, with
+ * no restart. Should both servers accept writes (an old primary back without being made a
+ * replica), the one on the newer timeline wins.
  */
 export class Database {
-  readonly primary: pg.Pool;
-  readonly replica: pg.Pool | null;
+  readonly #pools: Record<PoolName, pg.Pool | null>;
+  #writer: PoolName = "primary";
   #replicaDownUntil = 0;
+  #checking: Promise<void> | null = null;
+  #monitor: NodeJS.Timeout | undefined;
   readonly #config: NodeConfig;
   readonly #metrics: NodeMetrics;
   readonly #log: Logger;
@@ -23,11 +34,36 @@ export class Database {
     this.#config = config;
     this.#metrics = metrics;
     this.#log = log;
-    this.primary = this.#pool("primary", config.DATABASE_URL);
-    this.replica =
-      config.DATABASE_REPLICA_URL === "none"
-        ? null
-        : this.#pool("replica", config.DATABASE_REPLICA_URL);
+    this.#pools = {
+      primary: this.#pool("primary", config.DATABASE_URL),
+      replica:
+        config.DATABASE_REPLICA_URL === "none"
+          ? null
+          : this.#pool("replica", config.DATABASE_REPLICA_URL),
+    };
+    metrics.pgWriter.set({ pool: "primary" }, 1);
+    metrics.pgPoolMax.set(config.PG_POOL_MAX);
+  }
+
+  /** The pool taking writes now: the configured primary, or the replica once promoted. */
+  get primary(): pg.Pool {
+    return this.#pools[this.#writer] ?? (this.#pools.primary as pg.Pool);
+  }
+
+  /** The pool for history reads, or null when reads go to the primary. */
+  get replica(): pg.Pool | null {
+    return this.#writer === "replica" ? null : this.#pools.replica;
+  }
+
+  /** Checks roles and replica lag every PG_ROLE_CHECK_MS until close(). */
+  startMonitor(): void {
+    const tick = () => {
+      this.#reportPools();
+      void this.checkRoles().finally(() => this.#measureLag());
+    };
+    this.#monitor = setInterval(tick, this.#config.PG_ROLE_CHECK_MS);
+    this.#monitor.unref();
+    tick();
   }
 
   /** A write or a read that must see the latest commit. */
@@ -35,7 +71,8 @@ export class Database {
     try {
       return (await this.primary.query<R>(sql, params)).rows;
     } catch (error) {
-      this.#metrics.postgresErrors.inc({ pool: "primary" });
+      this.#metrics.postgresErrors.inc({ pool: this.#writer });
+      if (mayMeanRoleChange(error)) void this.checkRoles();
       throw error;
     }
   }
@@ -46,9 +83,10 @@ export class Database {
     params: unknown[],
     isFresh: (rows: R[]) => boolean = () => true,
   ): Promise<R[]> {
-    if (this.replica && Date.now() >= this.#replicaDownUntil) {
+    const replica = this.replica;
+    if (replica && Date.now() >= this.#replicaDownUntil) {
       try {
-        const { rows } = await this.replica.query<R>(sql, params);
+        const { rows } = await replica.query<R>(sql, params);
         if (isFresh(rows)) return rows;
         this.#metrics.replicaFallbacks.inc({ reason: "lag" });
       } catch (error) {
@@ -65,15 +103,98 @@ export class Database {
         () => true,
         () => false,
       );
-    const [primary, replica] = await Promise.all([
+    const replica = this.replica;
+    const [primary, replicaUp] = await Promise.all([
       check(this.primary),
-      this.replica ? check(this.replica) : Promise.resolve(null),
+      replica ? check(replica) : Promise.resolve(null),
     ]);
-    return { primary, replica };
+    return { primary, replica: replicaUp };
+  }
+
+  /** Finds the server that takes writes (single flight: concurrent callers share one check). */
+  checkRoles(): Promise<void> {
+    this.#checking ??= this.#findWriter().finally(() => {
+      this.#checking = null;
+    });
+    return this.#checking;
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.primary.end(), this.replica?.end()]);
+    clearInterval(this.#monitor);
+    await Promise.all([this.#pools.primary?.end(), this.#pools.replica?.end()]);
+  }
+
+  async #findWriter(): Promise<void> {
+    const roles = await Promise.all(
+      (["primary", "replica"] as const).map(async (name) => ({
+        name,
+        ...(await this.#role(name)),
+      })),
+    );
+    for (const { name, up } of roles) this.#metrics.pgUp.set({ pool: name }, up ? 1 : 0);
+    const writable = roles.filter((r) => r.writable).sort((a, b) => b.timeline - a.timeline);
+    const best = writable[0];
+    if (!best || best.name === this.#writer) return;
+    const current = roles.find((r) => r.name === this.#writer);
+    // Keep a healthy writer unless another is on a newer timeline (it was promoted after it).
+    if (current?.writable && current.timeline >= best.timeline) return;
+    this.#log.warn({ from: this.#writer, to: best.name }, "the primary moved; writes follow it");
+    this.#metrics.pgWriter.set({ pool: this.#writer }, 0);
+    this.#metrics.pgWriter.set({ pool: best.name }, 1);
+    this.#metrics.pgWriterSwitches.inc();
+    this.#writer = best.name;
+  }
+
+  async #role(name: PoolName): Promise<{ up: boolean; writable: boolean; timeline: number }> {
+    const pool = this.#pools[name];
+    if (!pool) return { up: false, writable: false, timeline: 0 };
+    try {
+      const { rows } = await pool.query<{ recovery: boolean; timeline: number }>(
+        "SELECT pg_is_in_recovery() AS recovery, timeline_id AS timeline FROM pg_control_checkpoint()",
+      );
+      const row = rows[0];
+      return { up: true, writable: row?.recovery === false, timeline: row?.timeline ?? 0 };
+    } catch {
+      return { up: false, writable: false, timeline: 0 };
+    }
+  }
+
+  /** Replica lag in WAL bytes and seconds (0 when it has replayed all it received). */
+  async #measureLag(): Promise<void> {
+    const replica = this.replica;
+    if (!replica) {
+      this.#metrics.pgReplicaLagBytes.set(0);
+      this.#metrics.pgReplicaLagSeconds.set(0);
+      return;
+    }
+    try {
+      const { rows } = await replica.query<{ replayed: string; seconds: number }>(
+        `SELECT pg_last_wal_replay_lsn()::text AS replayed,
+           CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+             ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0)
+           END::float8 AS seconds`,
+      );
+      const standby = rows[0];
+      if (!standby?.replayed) return;
+      const [behind] = await this.write<{ bytes: string }>(
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1)::text AS bytes",
+        [standby.replayed],
+      );
+      this.#metrics.pgReplicaLagBytes.set(Math.max(0, Number(behind?.bytes ?? 0)));
+      this.#metrics.pgReplicaLagSeconds.set(standby.seconds);
+    } catch {
+      // Either side down: readiness and pg_up say so; the last lag figure stays.
+    }
+  }
+
+  #reportPools(): void {
+    for (const [name, pool] of Object.entries(this.#pools)) {
+      if (!pool) continue;
+      const gauge = this.#metrics.pgPoolConnections;
+      gauge.set({ pool: name, state: "total" }, pool.totalCount);
+      gauge.set({ pool: name, state: "idle" }, pool.idleCount);
+      gauge.set({ pool: name, state: "waiting" }, pool.waitingCount);
+    }
   }
 
   #markReplicaDown(error: unknown): void {
@@ -85,7 +206,7 @@ export class Database {
     this.#metrics.replicaFallbacks.inc({ reason: "down" });
   }
 
-  #pool(name: "primary" | "replica", connectionString: string): pg.Pool {
+  #pool(name: PoolName, connectionString: string): pg.Pool {
     const pool = new pg.Pool({
       connectionString,
       max: this.#config.PG_POOL_MAX,
@@ -101,4 +222,10 @@ export class Database {
     });
     return pool;
   }
+}
+
+function mayMeanRoleChange(error: unknown): boolean {
+  const { code, message } = (error ?? {}) as { code?: string; message?: string };
+  if (code && (ROLE_CHANGE_CODES.has(code) || code.startsWith("ECONN"))) return true;
+  return /terminat|timeout|ECONN/i.test(message ?? "");
 }
