@@ -4,6 +4,9 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { findFreePort, REPO_ROOT } from "../../cluster/launcher.ts";
+import { runDrill } from "../../drill/src/drill.ts";
+import { summary } from "../../drill/src/report.ts";
+import { composeTarget } from "../../drill/src/targets.ts";
 import { range, receive, seqs, sleep } from "../support/clients.ts";
 
 /**
@@ -95,10 +98,10 @@ describe("docker compose up --scale node=4", () => {
     const room = `compose-${randomUUID().slice(0, 8)}`;
     const receivers = (["sse", "longpoll"] as const).map((t) => receive(t, () => edge, room));
     await sleep(500);
+    const victim = compose("ps", "-q", "node").trim().split("\n")[0] ?? "";
     const total = 40;
     for (let i = 0; i < total; i++) {
-      if (i === 10)
-        execFileSync("docker", ["kill", compose("ps", "-q", "node").trim().split("\n")[0] ?? ""]);
+      if (i === 10) execFileSync("docker", ["kill", victim]);
       for (let attempt = 0; ; attempt++) {
         const response = await fetch(`${edge}/api/rooms/${room}/messages`, {
           method: "POST",
@@ -114,6 +117,57 @@ describe("docker compose up --scale node=4", () => {
       expect(seqs(receiver.messages)).toEqual(range(1, total));
       receiver.close();
     }
+  });
+
+  it("the kill drill passes against the stack: nothing lost, doubled or reordered", async () => {
+    execFileSync("docker", ["start", ...compose("ps", "-q", "node").trim().split("\n")]);
+    await expect
+      .poll(() => gatewayStatus().upstreams.filter((u) => u.state === "healthy").length, {
+        timeout: 60_000,
+      })
+      .toBe(4);
+    const result = await runDrill({
+      scenario: "kill",
+      target: composeTarget({ project: PROJECT, entry: edge, env }),
+      durationMs: 24_000,
+      clientsPerTransport: 2,
+      rooms: 2,
+      sendEveryMs: 1000,
+      sendDeadlineMs: 30_000,
+      progress: () => {},
+    });
+    expect(result.passed, summary(result)).toBe(true);
+    expect(result.events.filter((e) => e.label.startsWith("kill -9")).length).toBeGreaterThan(0);
+  });
+
+  it("streaming replication survives restarts of either side", async () => {
+    compose("restart", "pg-replica");
+    compose("restart", "pg-primary");
+    const room = `repl-${randomUUID().slice(0, 8)}`;
+    for (let i = 0; i < 5; i++) {
+      await expect
+        .poll(
+          async () =>
+            (
+              await fetch(`${edge}/api/rooms/${room}/messages`, {
+                method: "POST",
+                body: JSON.stringify({ body: `r${i}`, client_id: `${room}-${i}` }),
+              }).catch(() => null)
+            )?.status,
+          { timeout: 60_000, interval: 500 },
+        )
+        .toBeLessThan(300);
+    }
+    const psql = (service: string, sql: string) =>
+      compose("exec", "-T", service, "psql", "-U", "chat", "-d", "chat", "-At", "-c", sql).trim();
+    await expect
+      .poll(() => psql("pg-primary", "SELECT state FROM pg_stat_replication"), { timeout: 60_000 })
+      .toBe("streaming");
+    await expect
+      .poll(() => psql("pg-replica", `SELECT count(*) FROM messages WHERE room = '${room}'`), {
+        timeout: 60_000,
+      })
+      .toBe("5");
   });
 
   it("--scale node=6 then node=2: traffic follows with no config edit", async () => {

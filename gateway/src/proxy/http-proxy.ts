@@ -6,6 +6,7 @@ import {
   type IncomingMessage,
   type ServerResponse,
 } from "node:http";
+import type { Socket } from "node:net";
 import { Readable } from "node:stream";
 import { ChatError, type ErrorCode, type Logger } from "@chat/shared";
 import { createProxyServer } from "http-proxy-3";
@@ -157,18 +158,25 @@ export function createHttpProxy(deps: {
         sentAt = performance.now();
         proxyReq.setHeader("x-request-id", request.requestId);
         proxyReq.setHeader("forwarded", forwarded(req));
-        const connectTimer = setTimeout(
-          () => proxyReq.destroy(new Error("connect timeout")),
-          config.CONNECT_TIMEOUT_MS,
-        );
-        proxyReq.once("socket", (socket) => {
-          const connected = () => {
+        // Only a new connection can fail to connect; a reused keep-alive socket has reached the
+        // node. The socket may already be assigned when this runs, so look before listening.
+        const watchConnect = (socket: Socket) => {
+          if (!socket.connecting) {
             reached = true;
-            clearTimeout(connectTimer);
-          };
-          if (socket.connecting) socket.once("connect", connected);
-          else connected();
-        });
+            return;
+          }
+          const timer = setTimeout(
+            () => proxyReq.destroy(new Error("connect timeout")),
+            config.CONNECT_TIMEOUT_MS,
+          );
+          socket.once("connect", () => {
+            reached = true;
+            clearTimeout(timer);
+          });
+          socket.once("close", () => clearTimeout(timer));
+        };
+        if (proxyReq.socket) watchConnect(proxyReq.socket);
+        else proxyReq.once("socket", watchConnect);
         proxyReq.setTimeout(timeoutMs, () => {
           timedOut = true;
           proxyReq.destroy(new Error("upstream timed out"));
