@@ -47,6 +47,10 @@ export class GatewayProcess {
     writeFileSync(this.#upstreamsFile, `${addresses.join("\n")}\n`);
   }
 
+  get pid(): number | undefined {
+    return this.#process.pid;
+  }
+
   async start(): Promise<void> {
     this.#process.start();
     await this.#process.waitUntil(

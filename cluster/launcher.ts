@@ -85,6 +85,8 @@ export interface Cluster {
   /** The gateway's URL when it was asked for, and its admin port's (aggregated /metrics). */
   readonly gatewayUrl: string | undefined;
   readonly gatewayAdminUrl: string | undefined;
+  /** The gateway's primary process (its workers are its children). */
+  readonly gatewayPid: number | undefined;
   /** Prometheus's URL when it was asked for and is installed. */
   readonly prometheusUrl: string | undefined;
   nodeUrl(index: number): string;
@@ -178,6 +180,10 @@ class LocalCluster implements Cluster {
 
   get gatewayAdminUrl(): string | undefined {
     return this.#gateway ? `http://127.0.0.1:${this.#parts.ports.gatewayAdmin}` : undefined;
+  }
+
+  get gatewayPid(): number | undefined {
+    return this.#gateway?.pid;
   }
 
   get prometheusUrl(): string | undefined {

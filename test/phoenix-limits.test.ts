@@ -18,6 +18,7 @@ const cluster = await useCluster({
     MAX_REQUEST_BYTES: "300000",
     MAX_FRAME_BYTES: "65536",
     MAX_SOCKET_BUFFER_BYTES: "262144",
+    PRESENCE_MAX_PER_ROOM: "3",
   },
 });
 const wsUrl = (i: number, query = "vsn=2.0.0") =>
@@ -59,6 +60,33 @@ function refusedUpgrade(url: string, options: WebSocket.ClientOptions = {}): Pro
     socket.on("error", () => {});
   });
 }
+
+describe("presence in a crowded room", () => {
+  it("lists at most PRESENCE_MAX_PER_ROOM people, batches diffs, and everyone still chats", async () => {
+    const topic = `room:${freshRoom("crowd")}`;
+    const clients = await Promise.all(range(0, 4).map((i) => rawPhoenix(i % 2)));
+    for (const [i, client] of clients.entries()) {
+      client.socket.send(JSON.stringify(["1", "1", topic, "phx_join", {}]));
+      await expect.poll(() => client.frames.some((f) => f[3] === "presence_state")).toBe(true);
+      const state = client.frames.find((f) => f[3] === "presence_state")?.[4] ?? {};
+      const listed = Object.values(state).flatMap((v) => (v as { metas: unknown[] }).metas);
+      expect(listed.length, JSON.stringify(client.frames)).toBe(Math.min(i + 1, 3)); // joiners past the third are not listed
+    }
+    // The first member saw the next two arrive (one diff or several), never the last two.
+    const diffs = () => clients[0]?.frames.filter((f) => f[3] === "presence_diff") ?? [];
+    const joined = () =>
+      diffs().flatMap((f) => Object.values(f[4].joins as object).flatMap((v) => v.metas));
+    await expect.poll(() => joined().length).toBeGreaterThanOrEqual(3);
+    expect(new Set(joined().map((m: { phx_ref: string }) => m.phx_ref)).size).toBe(3);
+    // The unlisted fifth member sends; all five receive.
+    const last = clients[4];
+    last?.socket.send(JSON.stringify(["1", "2", topic, "speak", { body: "from the crowd" }]));
+    for (const client of clients)
+      await expect
+        .poll(() => client.frames.some((f) => f[3] === "publish" && f[4].body === "from the crowd"))
+        .toBe(true);
+  });
+});
 
 describe("identity and origin on the socket", () => {
   it("refuses a forged token and a cross-site Origin at the upgrade", async () => {

@@ -65,7 +65,7 @@ export function createChatNode(config: NodeConfig, log: Logger): ChatNode {
       await migrateWhenReachable(db, config.STARTUP_TIMEOUT_MS, log);
       db.startMonitor();
       hub.start((room, diff) => presence.received(room, diff));
-      presence.start();
+      await presence.start();
       const app = createApp(services);
       const bound = await new Promise<AddressInfo>((resolve, reject) => {
         const websocket = { server: createWebSocketServer(config) };

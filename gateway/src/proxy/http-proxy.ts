@@ -52,7 +52,13 @@ export function createHttpProxy(deps: {
   const proxy = createProxyServer({ xfwd: true, selfHandleResponse: true });
   const agents = (config.SOURCE_ADDRESSES.length ? config.SOURCE_ADDRESSES : [undefined]).map(
     (localAddress) =>
-      new Agent({ keepAlive: true, maxSockets: 4096, ...(localAddress ? { localAddress } : {}) }),
+      // noDelay: a proxied request is written in pieces; Nagle would hold the last one back.
+      new Agent({
+        keepAlive: true,
+        noDelay: true,
+        maxSockets: 4096,
+        ...(localAddress ? { localAddress } : {}),
+      }),
   );
   let nextAgent = 0;
   const budget = new RetryBudget(config.RETRY_BUDGET_RATIO, config.RETRY_BUDGET_MIN_PER_S);

@@ -71,6 +71,21 @@ export class RedisBus {
     return this.#publisher;
   }
 
+  /** Resolves once the command connection is ready, or after `timeoutMs` (Redis may be down). */
+  whenReady(timeoutMs: number): Promise<void> {
+    if (this.#publisher.status === "ready") return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, timeoutMs);
+      const publisher = this.#publisher;
+      function done() {
+        clearTimeout(timer);
+        publisher.off("ready", done);
+        resolve();
+      }
+      publisher.once("ready", done);
+    });
+  }
+
   get up(): boolean {
     return this.#up;
   }

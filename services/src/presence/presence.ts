@@ -40,7 +40,12 @@ export class Presence {
   readonly #listeners = new Map<string, Set<(diff: PresenceDiff) => void>>();
   /** Entries this node tracked, so a drain can remove them at once. */
   readonly #mine = new Map<string, { room: string; entry: Entry }>();
+  /** Joins and leaves waiting to go out as one diff per room (PRESENCE_BATCH_MS). */
+  readonly #pending = new Map<string, { joins: Entry[]; leaves: Entry[] }>();
+  #flushTimer: NodeJS.Timeout | undefined;
   #timer: NodeJS.Timeout | undefined;
+  /** Set after the first successful heartbeat: a missing alive key later means Redis lost it. */
+  #beaten = false;
 
   constructor(deps: {
     bus: RedisBus;
@@ -57,7 +62,8 @@ export class Presence {
     this.#metrics = deps.metrics;
   }
 
-  start(): void {
+  /** Starts heartbeating; resolves after the first beat, so entries tracked next are listed. */
+  async start(): Promise<void> {
     const beat = async () => {
       await this.#guard("presence-heartbeat", async () => {
         const wasAlive = await this.#redis.set(
@@ -68,12 +74,15 @@ export class Presence {
           "GET",
         );
         // Our alive key gone means Redis lost its data (a restart) or we were presumed dead.
-        if (wasAlive === null) await this.#retrackMine();
+        if (wasAlive === null && this.#beaten) await this.#retrackMine();
+        this.#beaten = true;
         await Promise.all([...this.#listeners.keys()].map((room) => this.#reap(room)));
       });
       this.#timer = setTimeout(beat, this.#config.PRESENCE_HEARTBEAT_MS);
     };
-    void beat();
+    // A first beat that fails would leave this node's users looking dead to its peers.
+    await this.#bus.whenReady(2000);
+    await beat();
   }
 
   /** Proves `owner` alive for `ttlMs` more. */
@@ -81,23 +90,31 @@ export class Presence {
     await this.#redis.set(aliveKey(owner), "1", "PX", ttlMs);
   }
 
-  /** Adds a presence; returns its phx_ref for untrack. Owned by this node unless `owner` is given. */
+  /**
+   * Adds a presence; returns its phx_ref for untrack, or null when the room already lists
+   * PRESENCE_MAX_PER_ROOM people (its list and diffs stay bounded; chat is unaffected).
+   * Owned by this node unless `owner` is given.
+   */
   async track(
     room: string,
     key: string,
     meta: Record<string, unknown>,
     owner = this.#owner,
-  ): Promise<string> {
+  ): Promise<string | null> {
     const entry: Entry = { key, meta: { ...meta, phx_ref: randomUUID() }, owner };
-    await this.#guard("presence-track", async () => {
+    const tracked = await this.#guard("presence-track", async () => {
+      const listed = await this.#redis.hlen(entriesKey(room));
+      if (listed >= this.#config.PRESENCE_MAX_PER_ROOM) return false;
       await this.#redis.hset(entriesKey(room), entry.meta.phx_ref, JSON.stringify(entry));
       if (owner === this.#owner) this.#mine.set(entry.meta.phx_ref, { room, entry });
-      await this.#bus.publishPresence(room, { joins: group([entry]), leaves: {} });
+      this.#announce(room, [entry], []);
+      return true;
     });
-    return entry.meta.phx_ref;
+    return tracked === false ? null : entry.meta.phx_ref;
   }
 
-  async untrack(room: string, ref: string): Promise<void> {
+  async untrack(room: string, ref: string | null | undefined): Promise<void> {
+    if (!ref) return;
     this.#mine.delete(ref);
     await this.#guard("presence-untrack", () => this.#remove(room, [ref]));
   }
@@ -129,6 +146,7 @@ export class Presence {
   /** Removes this node's entries (drain) and stops heartbeating. */
   async stop(): Promise<void> {
     clearTimeout(this.#timer);
+    clearTimeout(this.#flushTimer);
     const byRoom = new Map<string, string[]>();
     for (const [ref, { room }] of this.#mine) byRoom.set(room, [...(byRoom.get(room) ?? []), ref]);
     this.#mine.clear();
@@ -136,13 +154,40 @@ export class Presence {
       await Promise.all([...byRoom].map(([room, refs]) => this.#remove(room, refs)));
       await this.#redis.del(aliveKey(this.#owner));
     });
+    await this.#flush();
+  }
+
+  /**
+   * Queues joins and leaves; they go out as one diff per room every PRESENCE_BATCH_MS, so a
+   * crowd joining a big room costs each member a diff per batch, not one per person.
+   */
+  #announce(room: string, joins: Entry[], leaves: Entry[]): void {
+    const pending = this.#pending.get(room) ?? { joins: [], leaves: [] };
+    pending.joins.push(...joins);
+    pending.leaves.push(...leaves);
+    this.#pending.set(room, pending);
+    this.#flushTimer ??= setTimeout(() => void this.#flush(), this.#config.PRESENCE_BATCH_MS);
+  }
+
+  async #flush(): Promise<void> {
+    this.#flushTimer = undefined;
+    const batches = [...this.#pending];
+    this.#pending.clear();
+    await Promise.all(
+      batches.map(([room, { joins, leaves }]) =>
+        this.#guard("presence-diff", () =>
+          // phoenix.js applies joins before leaves, so a join and leave in one batch cancel out.
+          this.#bus.publishPresence(room, { joins: group(joins), leaves: group(leaves) }),
+        ),
+      ),
+    );
   }
 
   /** Puts this node's entries back after Redis lost them, announcing them as joins again. */
   async #retrackMine(): Promise<void> {
     for (const { room, entry } of this.#mine.values()) {
       await this.#redis.hset(entriesKey(room), entry.meta.phx_ref, JSON.stringify(entry));
-      await this.#bus.publishPresence(room, { joins: group([entry]), leaves: {} });
+      this.#announce(room, [entry], []);
     }
   }
 
@@ -155,8 +200,7 @@ export class Presence {
       if (value && ref && (await this.#redis.hdel(entriesKey(room), ref)) === 1)
         removed.push(JSON.parse(value) as Entry);
     }
-    if (removed.length > 0)
-      await this.#bus.publishPresence(room, { joins: {}, leaves: group(removed) });
+    if (removed.length > 0) this.#announce(room, [], removed);
   }
 
   async #reap(room: string): Promise<void> {
@@ -175,7 +219,8 @@ export class Presence {
     const owners = [...new Set(entries.map((e) => e.owner))];
     if (owners.length === 0) return new Set();
     const flags = await this.#redis.mget(...owners.map(aliveKey));
-    return new Set(owners.filter((_, i) => flags[i] !== null));
+    // This node knows it is alive, even before its first heartbeat reached Redis.
+    return new Set(owners.filter((owner, i) => flags[i] !== null || owner === this.#owner));
   }
 
   /** Presence is best effort while Redis is away: chat goes on without it. */

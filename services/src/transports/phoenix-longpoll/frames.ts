@@ -119,7 +119,7 @@ export class LongPollFrames {
     await this.#sessions.setTopic(sid, message.topic, {
       room,
       joinRef: message.join_ref,
-      presenceRef,
+      presenceRef: presenceRef ?? undefined,
       start,
       cursors: {},
       presenceSent: {},

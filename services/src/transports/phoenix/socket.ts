@@ -42,7 +42,7 @@ interface Channel {
   room: string;
   joinRef: string | null;
   subscription?: Subscription;
-  presenceRef?: Promise<string>;
+  presenceRef?: Promise<string | null>;
   stopPresence?: () => void;
 }
 

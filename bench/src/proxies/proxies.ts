@@ -1,0 +1,191 @@
+import { execFile } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { findFreePort } from "../../../cluster/launcher.ts";
+import { cpuSeconds, markdownTable } from "../output.ts";
+import {
+  ASSET_PATH,
+  installed,
+  type Server,
+  startEdge,
+  startGateway,
+  startHaproxy,
+  startNginxCache,
+  startOrigin,
+  startVarnish,
+} from "./peers.ts";
+
+/** Cores: the proxy under test gets core 0 alone; the origin and wrk share core 1. */
+const PROXY_CORE = "0";
+const LOAD_CORE = "1";
+
+export interface WrkFigures {
+  server: string;
+  path: string;
+  requestsPerSecond: number;
+  latencyMs: { p50: number; p90: number; p99: number };
+  errors: number;
+  /** CPU seconds the server used during the run (the proxy's core budget is one). */
+  cpuSeconds: number;
+}
+
+export interface ProxyBenchResult {
+  kind: "gateway" | "edge";
+  durationS: number;
+  connections: number;
+  runs: WrkFigures[];
+}
+
+/** wrk, pinned to the load core, keep-alive connections, latency percentiles. */
+async function wrk(
+  server: Server,
+  path: string,
+  durationS: number,
+  connections: number,
+): Promise<WrkFigures> {
+  const pid = server.process.pid ?? 0;
+  const cpuBefore = cpuSeconds(pid);
+  const { stdout } = await promisify(execFile)(
+    "taskset",
+    [
+      "-c",
+      LOAD_CORE,
+      "wrk",
+      "-t1",
+      `-c${connections}`,
+      `-d${durationS}s`,
+      "--latency",
+      `${server.url}${path}`,
+    ],
+    { timeout: (durationS + 30) * 1000 },
+  );
+  const cpu = cpuSeconds(pid) - cpuBefore;
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1] ?? Number.NaN);
+  const latency = (q: string) => toMs(new RegExp(`^\\s+${q}%\\s+(\\S+)`, "m").exec(stdout)?.[1]);
+  const errors = [...stdout.matchAll(/(?:connect|read|write|timeout) (\d+)/g)].reduce(
+    (n, m) => n + Number(m[1]),
+    0,
+  );
+  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(stdout)?.[1] ?? 0);
+  return {
+    server: server.name,
+    path,
+    requestsPerSecond: Math.round(rps),
+    latencyMs: { p50: latency("50"), p90: latency("90"), p99: latency("99") },
+    errors: errors + non2xx,
+    cpuSeconds: Math.round(cpu * 100) / 100,
+  };
+}
+
+function toMs(value: string | undefined): number {
+  const match = /^([\d.]+)(us|ms|s)$/.exec(value ?? "");
+  if (!match) return Number.NaN;
+  const n = Number(match[1]);
+  const ms = match[2] === "us" ? n / 1000 : match[2] === "s" ? n * 1000 : n;
+  return Math.round(ms * 1000) / 1000;
+}
+
+type Starter = (dir: string, port: number, origin: Server, cores: string) => Promise<Server>;
+
+async function compare(
+  kind: "gateway" | "edge",
+  path: string,
+  peers: Array<[string, Starter]>,
+  durationS: number,
+  connections: number,
+  say: (line: string) => void,
+): Promise<ProxyBenchResult> {
+  const dir = await mkdtemp(join(tmpdir(), `chat-bench-${kind}-`));
+  const origin = await startOrigin(dir, await findFreePort(), LOAD_CORE);
+  const runs: WrkFigures[] = [];
+  try {
+    if (kind === "gateway") {
+      runs.push(await wrk(origin, path, durationS, connections)); // the floor: no proxy at all
+      say(`  direct: ${runs.at(-1)?.requestsPerSecond} req/s`);
+    }
+    for (const [command, start] of peers) {
+      if (!installed(command)) {
+        say(`  ${command} is not installed; skipped (apt-get install ${command})`);
+        continue;
+      }
+      const server = await start(dir, await findFreePort(), origin, PROXY_CORE);
+      try {
+        await wrk(server, path, Math.min(2, durationS), connections); // warm: caches, JIT, pools
+        runs.push(await wrk(server, path, durationS, connections));
+        const run = runs.at(-1);
+        say(`  ${server.name}: ${run?.requestsPerSecond} req/s, p50 ${run?.latencyMs.p50} ms`);
+      } finally {
+        await server.process.stop("SIGTERM", 5000);
+      }
+    }
+  } finally {
+    await origin.process.stop("SIGTERM", 5000);
+    await rm(dir, { recursive: true, force: true });
+  }
+  return { kind, durationS, connections, runs };
+}
+
+/** Our gateway against HAProxy, one core each, fronting the same origin. */
+export function benchGateway(durationS: number, connections: number, say: (line: string) => void) {
+  return compare(
+    "gateway",
+    "/ok",
+    [
+      ["node", startGateway],
+      ["haproxy", startHaproxy],
+    ],
+    durationS,
+    connections,
+    say,
+  );
+}
+
+/** Our edge against nginx proxy_cache and Varnish, one core each, serving a cached asset. */
+export function benchEdge(durationS: number, connections: number, say: (line: string) => void) {
+  return compare(
+    "edge",
+    ASSET_PATH,
+    [
+      ["node", startEdge],
+      ["nginx", startNginxCache],
+      ["varnishd", startVarnish],
+    ],
+    durationS,
+    connections,
+    say,
+  );
+}
+
+/** Each server's figures and its ratio to the reference (ours), side by side. */
+export function proxyTable(result: ProxyBenchResult): string {
+  const ours = result.runs.find((r) => r.server.includes("ours"));
+  const direct = result.runs.find((r) => r.server.startsWith("origin"));
+  return markdownTable(
+    [
+      "server",
+      "req/s",
+      "p50 ms",
+      "p90 ms",
+      "p99 ms",
+      "errors",
+      "server CPU s",
+      "ours ÷ this (req/s)",
+      result.kind === "gateway" ? "added p50 ms" : "—",
+    ],
+    result.runs.map((r) => [
+      r.server,
+      r.requestsPerSecond.toLocaleString("en"),
+      r.latencyMs.p50,
+      r.latencyMs.p90,
+      r.latencyMs.p99,
+      r.errors,
+      r.cpuSeconds,
+      ours ? (ours.requestsPerSecond / r.requestsPerSecond).toFixed(2) : "—",
+      direct && result.kind === "gateway"
+        ? (r.latencyMs.p50 - direct.latencyMs.p50).toFixed(3)
+        : "—",
+    ]),
+  );
+}

@@ -1,0 +1,265 @@
+import { type ChildProcess, execFileSync, fork } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type Cluster, startCluster } from "../../../cluster/launcher.ts";
+import { cpuSeconds, lineChart, markdownTable, percentile, type Series } from "../output.ts";
+import type { ClientCounts, WorkerConfig, WorkerReport } from "./worker.ts";
+
+/** Where the clients connect: through the gateway to 4 nodes, or one node on one core and 1 GB. */
+export type RampTarget = "gateway" | "one-node";
+
+export interface RampOptions {
+  target: RampTarget;
+  ratePerSecond: number;
+  durationS: number;
+  /** Generator processes (each from its own 127.0.0.x address, under the 20,000-file limit). */
+  generators: number;
+  heartbeatMs?: number;
+  say?: (line: string) => void;
+}
+
+export interface RampResult extends ClientCounts {
+  target: RampTarget;
+  ratePerSecond: number;
+  durationS: number;
+  /** One message sent while all are connected, until each client has it (ms). */
+  broadcast: { received: number; p50: number; p99: number; max: number };
+  cpuSeconds: Record<string, number>;
+  nodeRssMb: number[];
+  /** Accepted connections, one sample a second. */
+  samples: Array<[number, number]>;
+}
+
+/**
+ * The thesis's server table (8.2): ramp new WebSocket clients at R per second for D seconds,
+ * each joining `chat` and heartbeating, then time one message reaching all of them.
+ */
+export async function runRamp(options: RampOptions): Promise<RampResult> {
+  const say = options.say ?? (() => {});
+  const cluster = await startTarget(options.target);
+  const url = (cluster.gatewayUrl ?? cluster.nodeUrl(0)).replace("http", "ws");
+  const workers = startGenerators(options, url);
+  try {
+    const samples = await rampUp(options, workers, say);
+    const before = await reports(workers);
+    const broadcast = await timeBroadcast(cluster, workers, sum(before, "accepted"));
+    const after = await reports(workers);
+    return {
+      target: options.target,
+      ratePerSecond: options.ratePerSecond,
+      durationS: options.durationS,
+      attempted: sum(after, "attempted"),
+      accepted: sum(after, "accepted"),
+      errors: sum(after, "errors"),
+      closed: sum(after, "closed"),
+      bytesSent: sum(after, "bytesSent"),
+      bytesReceived: sum(after, "bytesReceived"),
+      broadcast,
+      cpuSeconds: processCpu(cluster, after),
+      nodeRssMb: await nodeMemory(cluster),
+      samples,
+    };
+  } finally {
+    for (const worker of workers) worker.send({ type: "stop" });
+    await cluster.stop();
+  }
+}
+
+async function startTarget(target: RampTarget): Promise<Cluster> {
+  const common = {
+    dataDir: await mkdtemp(join(tmpdir(), "chat-bench-")),
+    ports: "auto" as const,
+    nodeOutput: "pipe-to-file" as const,
+    removeDataOnStop: true,
+  };
+  if (target === "gateway") {
+    // Each proxied client costs the gateway two sockets: 4 workers stay under 20,000 files each.
+    return startCluster({
+      ...common,
+      nodes: 4,
+      gateway: { workers: 4 },
+      nodeEnv: { LOG_LEVEL: "warn" },
+    });
+  }
+  const cluster = await startCluster({
+    ...common,
+    nodes: 1,
+    nodeEnv: { LOG_LEVEL: "warn", NODE_OPTIONS: "--max-old-space-size=1024" },
+  });
+  // The thesis's t2.micro: one core (every thread of the node) and a 1 GB heap.
+  const pid = cluster.nodes[0]?.pid;
+  if (pid) execFileSync("taskset", ["-a", "-cp", "0", String(pid)], { stdio: "ignore" });
+  return cluster;
+}
+
+function startGenerators(options: RampOptions, url: string): ChildProcess[] {
+  const perWorker = Math.ceil((options.ratePerSecond * options.durationS) / options.generators);
+  return Array.from({ length: options.generators }, (_, i) => {
+    const worker = fork(new URL("./worker.ts", import.meta.url), [], {
+      execArgv: ["--import", "tsx"],
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    });
+    // Off the node's core when the node is pinned: the generator must not measure itself.
+    if (options.target === "one-node" && worker.pid)
+      execFileSync("taskset", ["-a", "-cp", "1", String(worker.pid)], { stdio: "ignore" });
+    const config: WorkerConfig = {
+      url,
+      clients: perWorker,
+      ratePerSecond: options.ratePerSecond / options.generators,
+      sourceAddress: `127.0.0.${10 + i}`,
+      heartbeatMs: options.heartbeatMs ?? 25_000,
+    };
+    worker.send({ type: "start", config });
+    return worker;
+  });
+}
+
+function report(worker: ChildProcess): Promise<WorkerReport> {
+  return new Promise((resolve) => {
+    const onMessage = (message: { type: string; report: WorkerReport }) => {
+      if (message.type !== "report") return;
+      worker.off("message", onMessage);
+      resolve(message.report);
+    };
+    worker.on("message", onMessage);
+    worker.send({ type: "report" });
+  });
+}
+
+const reports = (workers: ChildProcess[]) => Promise.all(workers.map(report));
+const sum = (list: WorkerReport[], key: keyof Omit<WorkerReport, "arrivals">) =>
+  list.reduce((total, r) => total + r[key], 0);
+
+/** Waits out the ramp, printing progress every second; returns accepted connections over time. */
+async function rampUp(
+  options: RampOptions,
+  workers: ChildProcess[],
+  say: (line: string) => void,
+): Promise<Array<[number, number]>> {
+  const samples: Array<[number, number]> = [];
+  const total = options.ratePerSecond * options.durationS;
+  const started = performance.now();
+  // The ramp, then up to 10 s for the last joins to be answered.
+  while (performance.now() - started < (options.durationS + 10) * 1000) {
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const now = await reports(workers);
+    const accepted = sum(now, "accepted");
+    const second = Math.round((performance.now() - started) / 1000);
+    samples.push([second, accepted]);
+    say(
+      `  ${options.target} ${options.ratePerSecond}/s  t=${second}s  attempted ${sum(now, "attempted")}  accepted ${accepted}  errors ${sum(now, "errors")}`,
+    );
+    if (second >= options.durationS && accepted + sum(now, "errors") >= total) break;
+  }
+  return samples;
+}
+
+/** Sends one message and measures, on the shared monotonic clock, when each client had it. */
+async function timeBroadcast(
+  cluster: Cluster,
+  workers: ChildProcess[],
+  accepted: number,
+): Promise<RampResult["broadcast"]> {
+  const marker = `marker-${randomUUID()}`;
+  for (const worker of workers) worker.send({ type: "marker", body: marker });
+  await reports(workers); // every worker now knows the marker
+  const sentAt = process.hrtime.bigint();
+  const response = await fetch(
+    `${cluster.gatewayUrl ?? cluster.nodeUrl(0)}/api/rooms/chat/messages`,
+    {
+      method: "POST",
+      body: JSON.stringify({ body: marker, client_id: marker }),
+    },
+  );
+  if (!response.ok) throw new Error(`the broadcast send failed: ${response.status}`);
+  const deadline = Date.now() + 60_000;
+  let arrivals: bigint[] = [];
+  while (Date.now() < deadline) {
+    arrivals = (await reports(workers)).flatMap((r) => r.arrivals.map(BigInt));
+    if (arrivals.length >= accepted) break;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  const ms = arrivals.map((t) => Number(t - sentAt) / 1e6).sort((a, b) => a - b);
+  const round = (n: number) => Math.round(n * 10) / 10;
+  return {
+    received: ms.length,
+    p50: round(percentile(ms, 0.5)),
+    p99: round(percentile(ms, 0.99)),
+    max: round(ms.at(-1) ?? Number.NaN),
+  };
+}
+
+function processCpu(cluster: Cluster, generators: WorkerReport[]): Record<string, number> {
+  const cpu: Record<string, number> = {};
+  for (const node of cluster.nodes) if (node.pid) cpu[`node-${node.index}`] = cpuSeconds(node.pid);
+  if (cluster.gatewayPid) cpu.gateway = cpuSeconds(cluster.gatewayPid);
+  cpu.generators = Math.round(generators.reduce((total, r) => total + r.cpuMs, 0)) / 1000;
+  return cpu;
+}
+
+async function nodeMemory(cluster: Cluster): Promise<number[]> {
+  return Promise.all(
+    cluster.nodes.map(async (node) => {
+      const text = await (await fetch(`${node.url}/metrics`)).text();
+      const line = text.split("\n").find((l) => l.startsWith("chat_process_resident_memory_bytes"));
+      return Math.round(Number(line?.split(" ").at(-1) ?? 0) / 1e6);
+    }),
+  );
+}
+
+export function rampTable(results: RampResult[]): string {
+  return markdownTable(
+    [
+      "target",
+      "rate/s",
+      "duration s",
+      "attempted",
+      "accepted",
+      "errors",
+      "bytes sent",
+      "bytes received",
+      "broadcast p50 ms",
+      "p99 ms",
+      "max ms",
+      "received",
+      "CPU s (nodes / gateway / generators)",
+      "node RSS MB",
+    ],
+    results.map((r) => {
+      const nodesCpu = Object.entries(r.cpuSeconds)
+        .filter(([k]) => k.startsWith("node"))
+        .reduce((total, [, v]) => total + v, 0);
+      return [
+        r.target,
+        r.ratePerSecond,
+        r.durationS,
+        r.attempted,
+        r.accepted,
+        r.errors,
+        r.bytesSent.toLocaleString("en"),
+        r.bytesReceived.toLocaleString("en"),
+        r.broadcast.p50,
+        r.broadcast.p99,
+        r.broadcast.max,
+        `${r.broadcast.received}/${r.accepted}`,
+        `${nodesCpu.toFixed(1)} / ${(r.cpuSeconds.gateway ?? 0).toFixed(1)} / ${(r.cpuSeconds.generators ?? 0).toFixed(1)}`,
+        r.nodeRssMb.join(", "),
+      ];
+    }),
+  );
+}
+
+export function rampPlot(results: RampResult[]): string {
+  const series: Series[] = results.map((r) => ({
+    name: `${r.target} ${r.ratePerSecond}/s`,
+    points: r.samples,
+  }));
+  return lineChart(
+    "Accepted WebSocket clients during the ramp",
+    "seconds",
+    "clients joined to chat",
+    series,
+  );
+}

@@ -1,0 +1,132 @@
+/**
+ * One load-generator process of the ramp benchmark (forked by ramp.ts). It opens WebSocket
+ * clients at a steady rate from its own 127.0.0.x source address, each joining the default
+ * room `chat` over Phoenix Channels (vsn 2.0.0) and heartbeating every 25 s, as the thesis's
+ * Tsung scenario did. Arrivals of the marker message are stamped with the host's monotonic
+ * clock (process.hrtime: CLOCK_MONOTONIC, shared by every process on the host).
+ */
+import WebSocket from "ws";
+
+export interface WorkerConfig {
+  url: string;
+  clients: number;
+  ratePerSecond: number;
+  sourceAddress: string;
+  heartbeatMs: number;
+}
+
+/** What the clients did: connections tried, joined, failed, closed; bytes on their sockets. */
+export interface ClientCounts {
+  attempted: number;
+  accepted: number;
+  errors: number;
+  closed: number;
+  bytesSent: number;
+  bytesReceived: number;
+}
+
+export interface WorkerReport extends ClientCounts {
+  /** hrtime (ns, as a string) of each client's arrival of the marker message. */
+  arrivals: string[];
+  cpuMs: number;
+}
+
+type ParentMessage =
+  | { type: "start"; config: WorkerConfig }
+  | { type: "report" }
+  | { type: "marker"; body: string }
+  | { type: "stop" };
+
+const sockets: WebSocket[] = [];
+const state = { attempted: 0, accepted: 0, errors: 0, closed: 0, arrivals: [] as string[] };
+let marker: string | undefined;
+// Bytes of sockets already closed, so totals survive their close.
+let closedBytes = { sent: 0, received: 0 };
+
+function open(config: WorkerConfig): void {
+  state.attempted++;
+  const socket = new WebSocket(`${config.url}/socket/websocket?vsn=2.0.0`, {
+    localAddress: config.sourceAddress,
+    perMessageDeflate: false,
+  });
+  sockets.push(socket);
+  let ref = 1;
+  let heartbeat: NodeJS.Timeout | undefined;
+  socket.on("open", () => {
+    socket.send(JSON.stringify(["1", String(ref++), "chat", "phx_join", {}]));
+    heartbeat = setInterval(
+      () => socket.send(JSON.stringify([null, String(ref++), "phoenix", "heartbeat", {}])),
+      config.heartbeatMs,
+    );
+  });
+  socket.on("message", (data: Buffer) => {
+    const text = data.toString();
+    if (text.includes('"phx_reply"') && text.startsWith('["1","1"')) {
+      if (text.includes('"ok"')) state.accepted++;
+      else state.errors++;
+    } else if (marker && text.includes(marker)) {
+      state.arrivals.push(process.hrtime.bigint().toString());
+    }
+  });
+  socket.on("error", () => state.errors++);
+  socket.on("close", () => {
+    clearInterval(heartbeat);
+    state.closed++;
+    const raw = (socket as unknown as { _socket?: { bytesWritten: number; bytesRead: number } })
+      ._socket;
+    closedBytes = {
+      sent: closedBytes.sent + (raw?.bytesWritten ?? 0),
+      received: closedBytes.received + (raw?.bytesRead ?? 0),
+    };
+  });
+}
+
+function report(): WorkerReport {
+  let sent = closedBytes.sent;
+  let received = closedBytes.received;
+  for (const socket of sockets) {
+    if (socket.readyState === WebSocket.CLOSED) continue;
+    const raw = (socket as unknown as { _socket?: { bytesWritten: number; bytesRead: number } })
+      ._socket;
+    sent += raw?.bytesWritten ?? 0;
+    received += raw?.bytesRead ?? 0;
+  }
+  const cpu = process.cpuUsage();
+  return {
+    ...state,
+    bytesSent: sent,
+    bytesReceived: received,
+    cpuMs: (cpu.user + cpu.system) / 1000,
+  };
+}
+
+/** Opens the clients in ticks of 10 ms so the rate holds without a timer per client. */
+function ramp(config: WorkerConfig): void {
+  const started = performance.now();
+  const tick = setInterval(() => {
+    const due = Math.min(
+      config.clients,
+      Math.floor(((performance.now() - started) / 1000) * config.ratePerSecond),
+    );
+    while (state.attempted < due) open(config);
+    if (state.attempted >= config.clients) clearInterval(tick);
+  }, 10);
+}
+
+process.on("message", (message: ParentMessage) => {
+  switch (message.type) {
+    case "start":
+      ramp(message.config);
+      break;
+    case "marker":
+      marker = message.body;
+      break;
+    case "report":
+      process.send?.({ type: "report", report: report() });
+      break;
+    case "stop":
+      for (const socket of sockets) socket.terminate();
+      setTimeout(() => process.exit(0), 100);
+      break;
+  }
+});

@@ -1,0 +1,68 @@
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { barChart, writeRun } from "../bench/src/output.ts";
+import { benchEdge, benchGateway, proxyTable } from "../bench/src/proxies/proxies.ts";
+import { rampPlot, rampTable, runRamp } from "../bench/src/ramp/ramp.ts";
+
+/**
+ * Smoke-sized runs of every benchmark, so the scripts cannot rot: each must produce sane
+ * figures and its JSON, plot and table. The full runs (docs/benchmarks.md) are not in CI.
+ */
+describe("benchmarks, smoke-sized", () => {
+  it("ramp: every client joins, and the broadcast reaches every one, on both targets", async () => {
+    const results = [];
+    for (const target of ["gateway", "one-node"] as const) {
+      const result = await runRamp({ target, ratePerSecond: 20, durationS: 2, generators: 2 });
+      expect(result.attempted).toBe(40);
+      expect(result.accepted).toBe(40);
+      expect(result.errors).toBe(0);
+      expect(result.broadcast.received).toBe(40);
+      expect(result.broadcast.p99).toBeGreaterThan(0);
+      expect(result.bytesReceived).toBeGreaterThan(result.bytesSent);
+      results.push(result);
+    }
+    const dir = writeRun(
+      "ramp-smoke",
+      results,
+      rampTable(results),
+      rampPlot(results),
+      tmpRun("ramp"),
+    );
+    expectFiles(dir, "gateway");
+  }, 180_000);
+
+  for (const [kind, run] of [
+    ["gateway", benchGateway],
+    ["edge", benchEdge],
+  ] as const) {
+    it(`${kind}: ours and every installed peer answer under load, side by side`, async () => {
+      const result = await run(1, 4, () => {});
+      const servers = result.runs.map((r) => r.server);
+      expect(servers.some((s) => s.includes("ours"))).toBe(true);
+      expect(servers.length).toBe(3); // gateway: direct, ours, HAProxy; edge: ours, nginx, Varnish
+      for (const r of result.runs) {
+        expect(r.requestsPerSecond, r.server).toBeGreaterThan(0);
+        expect(r.errors, r.server).toBe(0);
+      }
+      const bars = result.runs.map((r) => ({ label: r.server, value: r.requestsPerSecond }));
+      const dir = writeRun(
+        kind,
+        result,
+        proxyTable(result),
+        barChart(kind, "req/s", bars),
+        tmpRun(kind),
+      );
+      expectFiles(dir, "ours");
+    }, 180_000);
+  }
+});
+
+const tmpRun = (name: string) => join("/tmp", `chat-bench-smoke-${process.pid}-${name}`);
+
+function expectFiles(dir: string, mention: string) {
+  for (const file of ["result.json", "plot.svg", "table.md"])
+    expect(existsSync(join(dir, file))).toBe(true);
+  expect(readFileSync(join(dir, "table.md"), "utf8")).toContain(mention);
+  expect(readFileSync(join(dir, "plot.svg"), "utf8")).toContain("<svg");
+}
