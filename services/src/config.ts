@@ -83,7 +83,7 @@ export const nodeConfigSchema = z.object({
   PRESENCE_BATCH_MS: env.int(100, 0, 10_000),
   /** Most people a room's presence lists; later joiners chat but are not listed (bounded
    * presence_state and diffs in huge rooms, as big chat products do). */
-  PRESENCE_MAX_PER_ROOM: env.int(1000, 1, 1_000_000),
+  PRESENCE_MAX_PER_ROOM: env.int(100, 1, 1_000_000),
 
   /** The built web client the node serves as the edge's origin (`npm run build`). */
   STATIC_DIR: env.string(fileURLToPath(new URL("../../static/dist", import.meta.url))),
