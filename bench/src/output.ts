@@ -58,7 +58,8 @@ export function lineChart(title: string, xLabel: string, yLabel: string, series:
     return `<polyline fill="none" stroke="${color}" stroke-width="2" points="${points}"/>
 <text x="${width - pad.right + 10}" y="${pad.top + 16 * (i + 1)}" fill="${color}">${escapeXml(s.name)}</text>`;
   });
-  return `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">
+  return `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12" role="img">
+<title>${escapeXml(title)}</title>
 <rect width="100%" height="100%" fill="white"/>
 <text x="${pad.left}" y="22" font-size="15">${escapeXml(title)}</text>
 <line x1="${pad.left}" y1="${pad.top + plotH}" x2="${pad.left + plotW}" y2="${pad.top + plotH}" stroke="#94a3b8"/>
@@ -112,9 +113,10 @@ export function barChart(
     const w = ((width - pad.left - pad.right) * b.value) / max;
     return `<text x="${pad.left - 10}" y="${y + 20}" text-anchor="end">${escapeXml(b.label)}</text>
 <rect x="${pad.left}" y="${y + 6}" width="${w.toFixed(1)}" height="20" fill="${PALETTE[i % PALETTE.length]}"/>
-<text x="${pad.left + w + 8}" y="${y + 20}">${b.value.toLocaleString("en")} ${escapeXml(unit)}</text>`;
+<text x="${(pad.left + w + 8).toFixed(1)}" y="${y + 20}">${b.value.toLocaleString("en")} ${escapeXml(unit)}</text>`;
   });
-  return `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">
+  return `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12" role="img">
+<title>${escapeXml(title)}</title>
 <rect width="100%" height="100%" fill="white"/>
 <text x="20" y="24" font-size="15">${escapeXml(title)}</text>
 ${rows.join("\n")}
