@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import { barChart, writeRun } from "../bench/src/output.ts";
 import { benchEdge, benchGateway, proxyTable } from "../bench/src/proxies/proxies.ts";
 import { rampPlot, rampTable, runRamp } from "../bench/src/ramp/ramp.ts";
+import { runWire, WIRE_TRANSPORTS, wirePlot, wireTable } from "../bench/src/wire/wire.ts";
 
 /**
  * Smoke-sized runs of every benchmark, so the scripts cannot rot: each must produce sane
@@ -31,6 +32,20 @@ describe("benchmarks, smoke-sized", () => {
     );
     expectFiles(dir, "gateway");
   }, 180_000);
+
+  it("wire: every transport delivers each message to both clients; tcpdump counts the traffic", async () => {
+    const figures = await runWire({ durationS: 3, intervalMs: 1000 });
+    expect(figures.map((f) => f.transport)).toEqual([...WIRE_TRANSPORTS]);
+    for (const f of figures) {
+      expect(f.sent, f.transport).toBeGreaterThanOrEqual(4);
+      expect(f.received, f.transport).toBe(2 * f.sent);
+      expect(f.packets, f.transport).toBeGreaterThan(10);
+    }
+    const bytes = Object.fromEntries(figures.map((f) => [f.transport, f.bytes]));
+    expect(bytes.WebSocket).toBeLessThan(bytes.polling ?? 0); // the thesis's finding holds
+    const dir = writeRun("wire", figures, wireTable(figures), wirePlot(figures), tmpRun("wire"));
+    expectFiles(dir, "WebSocket");
+  }, 120_000);
 
   for (const [kind, run] of [
     ["gateway", benchGateway],

@@ -7,6 +7,7 @@ import { parseArgs } from "node:util";
 import { barChart, writeRun } from "./output.ts";
 import { benchEdge, benchGateway, type ProxyBenchResult, proxyTable } from "./proxies/proxies.ts";
 import { type RampResult, type RampTarget, rampPlot, rampTable, runRamp } from "./ramp/ramp.ts";
+import { runWire, wirePlot, wireTable } from "./wire/wire.ts";
 
 const USAGE = `usage: npm run bench -- <benchmark> [options]
 
@@ -19,6 +20,10 @@ benchmarks:
           requests per second and latency with wrk.   --duration 10  --connections 64
   edge    our edge against nginx proxy_cache and Varnish, one core each: cache hits per
           second on a 32 KiB asset.                    --duration 10  --connections 64
+
+  wire    the thesis's client table (7.1): two clients each send "this is a chat message!"
+          every 2.5 s over polling (1 s), long polling, SSE and WebSocket; tcpdump counts
+          packets and bytes on loopback.              --duration 60 (needs tcpdump, root)
 
   --smoke   a tiny run, to prove the benchmark works (CI runs these)`;
 
@@ -102,8 +107,25 @@ async function proxies(kind: "gateway" | "edge"): Promise<void> {
   console.log(`\nwrote ${dir}/{result.json,plot.svg,table.md}`);
 }
 
+async function wire(): Promise<void> {
+  const durationS = values.smoke ? 5 : Number(values.duration ?? 60);
+  say(`[bench] wire: ${durationS} s per transport, two clients, a message every 2.5 s each`);
+  const figures = await runWire({ durationS, intervalMs: 2500, say });
+  const table = wireTable(figures);
+  console.log(table);
+  const dir = writeRun(
+    "wire",
+    { command: process.argv.slice(2).join(" "), durationS, figures },
+    table,
+    wirePlot(figures),
+    values.out,
+  );
+  console.log(`\nwrote ${dir}/{result.json,plot.svg,table.md}`);
+}
+
 const benchmarks: Record<string, () => Promise<void>> = {
   ramp,
+  wire,
   gateway: () => proxies("gateway"),
   edge: () => proxies("edge"),
 };
