@@ -268,18 +268,23 @@ describe("the thesis WebSocket /chat/socket", () => {
     const a = await open(0);
     const b = await open(1);
     await sleep(200); // let both subscriptions start "from now"
-    a.socket.send(JSON.stringify({ body: "json hello", client_id: randomUUID() }));
+    const clientId = randomUUID();
+    a.socket.send(JSON.stringify({ body: "json hello", client_id: clientId }));
     b.socket.send("raw text hello");
     a.socket.send(JSON.stringify({ body: "y".repeat(5000) }));
     const bodies = (frames: Array<Record<string, unknown>>) =>
-      frames.filter((f) => "seq" in f).map((f) => f.body);
+      frames.filter((f) => "body" in f).map((f) => f.body);
     for (const client of [a, b]) {
       await expect
         .poll(() => bodies(client.frames), { timeout: 10_000 })
         .toEqual(expect.arrayContaining(["json hello", "raw text hello"]));
     }
-    expect(a.frames.find((f) => f.type === "ack")).toMatchObject({
-      message: { body: "json hello" },
+    const stored = a.frames.find((f) => f.body === "json hello");
+    expect(a.frames.find((f) => f.type === "ack")).toEqual({
+      type: "ack",
+      seq: stored?.seq,
+      id: stored?.id,
+      client_id: clientId,
     });
     expect(a.frames.find((f) => f.type === "error")).toMatchObject({
       error: { code: "payload_too_large" },

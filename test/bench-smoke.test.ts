@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { fanoutPlot, fanoutTable, runFanout } from "../bench/src/fanout/fanout.ts";
 import { barChart, writeRun } from "../bench/src/output.ts";
 import { benchEdge, benchGateway, proxyTable } from "../bench/src/proxies/proxies.ts";
 import { rampPlot, rampTable, runRamp } from "../bench/src/ramp/ramp.ts";
@@ -31,6 +32,29 @@ describe("benchmarks, smoke-sized", () => {
       tmpRun("ramp"),
     );
     expectFiles(dir, "gateway");
+  }, 180_000);
+
+  it("fanout: every subscriber gets every message, with latency and memory figures", async () => {
+    const result = await runFanout({
+      nodes: 2,
+      subscribers: 20,
+      ratePerSecond: 20,
+      messages: 10,
+      generators: 2,
+    });
+    expect(result.sent).toBe(10);
+    expect(result.deliveries).toBe(200);
+    expect(result.latencyMs.p99).toBeGreaterThan(0);
+    expect(result.deliveredPerSecond).toBeGreaterThan(0);
+    expect(Number.isFinite(result.bytesPerConnection.nodes)).toBe(true); // 20 sockets are within GC noise
+    const dir = writeRun(
+      "fanout",
+      [result],
+      fanoutTable([result]),
+      fanoutPlot([result]),
+      tmpRun("fanout"),
+    );
+    expectFiles(dir, "20");
   }, 180_000);
 
   it("wire: every transport delivers each message to both clients; tcpdump counts the traffic", async () => {

@@ -4,6 +4,7 @@
  * docs/benchmarks.md holds the committed results and the commands that produced them.
  */
 import { parseArgs } from "node:util";
+import { type FanoutResult, fanoutPlot, fanoutTable, runFanout } from "./fanout/fanout.ts";
 import { barChart, writeRun } from "./output.ts";
 import { benchEdge, benchGateway, type ProxyBenchResult, proxyTable } from "./proxies/proxies.ts";
 import { type RampResult, type RampTarget, rampPlot, rampTable, runRamp } from "./ramp/ramp.ts";
@@ -25,6 +26,10 @@ benchmarks:
           every 2.5 s over polling (1 s), long polling, SSE and WebSocket; tcpdump counts
           packets and bytes on loopback.              --duration 60 (needs tcpdump, root)
 
+  fanout  messages into one room with S subscribers through the gateway to N nodes:
+          delivered per second, send-to-receive latency, memory per idle connection.
+          --subscribers 1,100,1000,10000  --nodes 1,4  --rate 20  --messages 100
+
   --smoke   a tiny run, to prove the benchmark works (CI runs these)`;
 
 const { values, positionals } = parseArgs({
@@ -35,6 +40,10 @@ const { values, positionals } = parseArgs({
     targets: { type: "string", default: "gateway,one-node" },
     generators: { type: "string", default: "2" },
     connections: { type: "string", default: "64" },
+    subscribers: { type: "string", default: "1,100,1000,10000" },
+    nodes: { type: "string", default: "1,4" },
+    rate: { type: "string", default: "20" },
+    messages: { type: "string", default: "100" },
     smoke: { type: "boolean", default: false },
     out: { type: "string" },
     help: { type: "boolean", default: false },
@@ -123,8 +132,40 @@ async function wire(): Promise<void> {
   console.log(`\nwrote ${dir}/{result.json,plot.svg,table.md}`);
 }
 
+async function fanout(): Promise<void> {
+  const subscribers = values.smoke ? [1, 20] : list(values.subscribers).map(Number);
+  const nodes = values.smoke ? [1] : list(values.nodes).map(Number);
+  const results: FanoutResult[] = [];
+  for (const n of nodes) {
+    for (const s of subscribers) {
+      say(`[bench] fanout: ${s} subscribers, ${n} node(s)`);
+      results.push(
+        await runFanout({
+          nodes: n,
+          subscribers: s,
+          ratePerSecond: Number(values.rate),
+          messages: values.smoke ? 10 : Number(values.messages),
+          generators: Number(values.generators),
+          say,
+        }),
+      );
+    }
+  }
+  const table = fanoutTable(results);
+  console.log(table);
+  const dir = writeRun(
+    "fanout",
+    { command: process.argv.slice(2).join(" "), results },
+    table,
+    fanoutPlot(results),
+    values.out,
+  );
+  console.log(`\nwrote ${dir}/{result.json,plot.svg,table.md}`);
+}
+
 const benchmarks: Record<string, () => Promise<void>> = {
   ramp,
+  fanout,
   wire,
   gateway: () => proxies("gateway"),
   edge: () => proxies("edge"),

@@ -94,7 +94,7 @@ async function startTarget(target: RampTarget): Promise<Cluster> {
   return cluster;
 }
 
-function startGenerators(options: RampOptions, url: string): ChildProcess[] {
+export function startGenerators(options: RampOptions, url: string): ChildProcess[] {
   const perWorker = Math.ceil((options.ratePerSecond * options.durationS) / options.generators);
   return Array.from({ length: options.generators }, (_, i) => {
     const worker = fork(new URL("./worker.ts", import.meta.url), [], {
@@ -128,8 +128,14 @@ function report(worker: ChildProcess): Promise<WorkerReport> {
   });
 }
 
-const reports = (workers: ChildProcess[]) => Promise.all(workers.map(report));
-const sum = (list: WorkerReport[], key: keyof Omit<WorkerReport, "arrivals">) =>
+export const reports = (workers: ChildProcess[]) => Promise.all(workers.map(report));
+
+/** Tells every generator which message bodies to time, and waits until all have heard. */
+export async function setMarker(workers: ChildProcess[], prefix: string): Promise<void> {
+  for (const worker of workers) worker.send({ type: "marker", prefix });
+  await reports(workers);
+}
+export const sum = (list: WorkerReport[], key: keyof Omit<WorkerReport, "arrivals">) =>
   list.reduce((total, r) => total + r[key], 0);
 
 /** Waits out the ramp, printing progress every second; returns accepted connections over time. */
@@ -162,9 +168,9 @@ async function timeBroadcast(
   workers: ChildProcess[],
   accepted: number,
 ): Promise<RampResult["broadcast"]> {
-  const marker = `marker-${randomUUID()}`;
-  for (const worker of workers) worker.send({ type: "marker", body: marker });
-  await reports(workers); // every worker now knows the marker
+  const prefix = `marker-${randomUUID()}-`;
+  const marker = `${prefix}0`;
+  await setMarker(workers, prefix);
   const sentAt = process.hrtime.bigint();
   const response = await fetch(
     `${cluster.gatewayUrl ?? cluster.nodeUrl(0)}/api/rooms/chat/messages`,
@@ -177,7 +183,7 @@ async function timeBroadcast(
   const deadline = Date.now() + 60_000;
   let arrivals: bigint[] = [];
   while (Date.now() < deadline) {
-    arrivals = (await reports(workers)).flatMap((r) => r.arrivals.map(BigInt));
+    arrivals = (await reports(workers)).flatMap((r) => (r.arrivals["0"] ?? []).map(BigInt));
     if (arrivals.length >= accepted) break;
     await new Promise((resolve) => setTimeout(resolve, 200));
   }

@@ -2,8 +2,9 @@
  * One load-generator process of the ramp benchmark (forked by ramp.ts). It opens WebSocket
  * clients at a steady rate from its own 127.0.0.x source address, each joining the default
  * room `chat` over Phoenix Channels (vsn 2.0.0) and heartbeating every 25 s, as the thesis's
- * Tsung scenario did. Arrivals of the marker message are stamped with the host's monotonic
- * clock (process.hrtime: CLOCK_MONOTONIC, shared by every process on the host).
+ * Tsung scenario did. Arrivals of messages whose body starts with the marker prefix are
+ * stamped with the host's monotonic clock (process.hrtime: CLOCK_MONOTONIC, shared by every
+ * process on the host), keyed by the rest of the body.
  */
 import WebSocket from "ws";
 
@@ -26,19 +27,25 @@ export interface ClientCounts {
 }
 
 export interface WorkerReport extends ClientCounts {
-  /** hrtime (ns, as a string) of each client's arrival of the marker message. */
-  arrivals: string[];
+  /** By marked message (the body after the prefix): hrtime (ns, as strings) of each arrival. */
+  arrivals: Record<string, string[]>;
   cpuMs: number;
 }
 
 type ParentMessage =
   | { type: "start"; config: WorkerConfig }
   | { type: "report" }
-  | { type: "marker"; body: string }
+  | { type: "marker"; prefix: string }
   | { type: "stop" };
 
 const sockets: WebSocket[] = [];
-const state = { attempted: 0, accepted: 0, errors: 0, closed: 0, arrivals: [] as string[] };
+const state = {
+  attempted: 0,
+  accepted: 0,
+  errors: 0,
+  closed: 0,
+  arrivals: {} as Record<string, string[]>,
+};
 let marker: string | undefined;
 // Bytes of sockets already closed, so totals survive their close.
 let closedBytes = { sent: 0, received: 0 };
@@ -64,8 +71,12 @@ function open(config: WorkerConfig): void {
     if (text.includes('"phx_reply"') && text.startsWith('["1","1"')) {
       if (text.includes('"ok"')) state.accepted++;
       else state.errors++;
-    } else if (marker && text.includes(marker)) {
-      state.arrivals.push(process.hrtime.bigint().toString());
+    } else if (marker) {
+      const at = text.indexOf(marker);
+      if (at < 0) return;
+      const now = process.hrtime.bigint().toString();
+      const key = text.slice(at + marker.length, text.indexOf('"', at));
+      (state.arrivals[key] ??= []).push(now);
     }
   });
   socket.on("error", () => state.errors++);
@@ -119,7 +130,7 @@ process.on("message", (message: ParentMessage) => {
       ramp(message.config);
       break;
     case "marker":
-      marker = message.body;
+      marker = message.prefix;
       break;
     case "report":
       process.send?.({ type: "report", report: report() });

@@ -13,7 +13,7 @@ const AFTER = z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 /**
  * `/chat/socket`: the thesis's plain WebSocket prototype on the default room. Out: each
  * message as JSON. In: `{ "body" | "message", "client_id" }`, or plain text as the body (the
- * thesis client sent raw text); answered with `{ type: "ack", message }` or
+ * thesis client sent raw text); answered with `{ type: "ack", seq, id, client_id }` or
  * `{ type: "error", error: { code, message } }`. `?after=SEQ` resumes.
  */
 export function thesisSocketRoutes(app: App, services: NodeServices): void {
@@ -81,7 +81,9 @@ class ThesisSocket implements SocketProtocol {
       const input = parseSendInput(bodyOf(text), this.#services.config);
       const sender = { user: this.#connection.user, address: this.#connection.address };
       const { message } = await this.#services.chat.send(DEFAULT_ROOM, sender, input);
-      this.#connection.send(JSON.stringify({ type: "ack", message }));
+      // The sender gets its message like everyone else; the ack names it, not repeats it.
+      const { seq, id, client_id } = message;
+      this.#connection.send(JSON.stringify({ type: "ack", seq, id, client_id }));
     } catch (error) {
       this.#error(asChatError(error));
     }
