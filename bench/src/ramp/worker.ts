@@ -76,7 +76,9 @@ function open(config: WorkerConfig): void {
       if (at < 0) return;
       const now = process.hrtime.bigint().toString();
       const key = text.slice(at + marker.length, text.indexOf('"', at));
-      (state.arrivals[key] ??= []).push(now);
+      const times = state.arrivals[key] ?? [];
+      times.push(now);
+      state.arrivals[key] = times;
     }
   });
   socket.on("error", () => state.errors++);
