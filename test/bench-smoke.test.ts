@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { fanoutPlot, fanoutTable, runFanout } from "../bench/src/fanout/fanout.ts";
+import { peerPlot, peerTable, runPeer } from "../bench/src/fanout/peers.ts";
 import { barChart, writeRun } from "../bench/src/output.ts";
 import { benchEdge, benchGateway, proxyTable } from "../bench/src/proxies/proxies.ts";
 import { rampPlot, rampTable, runRamp } from "../bench/src/ramp/ramp.ts";
@@ -55,6 +56,23 @@ describe("benchmarks, smoke-sized", () => {
       tmpRun("fanout"),
     );
     expectFiles(dir, "20");
+  }, 180_000);
+
+  it("socketio: our node and Socket.IO with its Redis adapter deliver everything, side by side", async () => {
+    const options = { subscribers: 20, ratePerSecond: 20, messages: 10, generators: 2 };
+    const results = [await runPeer("ours", options), await runPeer("socket.io", options)];
+    for (const r of results) {
+      expect(r.deliveries, r.server).toBe(200);
+      expect(r.deliveriesPerCpuSecond, r.server).toBeGreaterThan(0);
+    }
+    const dir = writeRun(
+      "socketio",
+      results,
+      peerTable(results),
+      peerPlot(results),
+      tmpRun("socketio"),
+    );
+    expectFiles(dir, "Socket.IO");
   }, 180_000);
 
   it("wire: every transport delivers each message to both clients; tcpdump counts the traffic", async () => {

@@ -5,6 +5,7 @@
  */
 import { parseArgs } from "node:util";
 import { type FanoutResult, fanoutPlot, fanoutTable, runFanout } from "./fanout/fanout.ts";
+import { type PeerResult, peerPlot, peerTable, runPeer } from "./fanout/peers.ts";
 import { barChart, writeRun } from "./output.ts";
 import { benchEdge, benchGateway, type ProxyBenchResult, proxyTable } from "./proxies/proxies.ts";
 import { type RampResult, type RampTarget, rampPlot, rampTable, runRamp } from "./ramp/ramp.ts";
@@ -30,6 +31,10 @@ benchmarks:
           delivered per second, send-to-receive latency, memory per idle connection.
           --subscribers 1,100,1000,10000  --nodes 1,4  --rate 20  --messages 100
 
+  socketio  the fan-out scenario against one chat node and one Socket.IO server with its
+          Redis adapter, one core each: deliveries per CPU second, latency, memory per
+          connection.                                 --subscribers 1000  --rate 50  --messages 200
+
   --smoke   a tiny run, to prove the benchmark works (CI runs these)`;
 
 const { values, positionals } = parseArgs({
@@ -51,6 +56,14 @@ const { values, positionals } = parseArgs({
 });
 
 const say = (line: string) => process.stderr.write(`${line}\n`);
+
+/** Prints the table and writes the run's JSON (with the command), plot and table. */
+function publish(name: string, result: object, table: string, svg: string): void {
+  console.log(table);
+  const command = process.argv.slice(2).join(" ");
+  const dir = writeRun(name, { command, ...result }, table, svg, values.out);
+  console.log(`\nwrote ${dir}/{result.json,plot.svg,table.md}`);
+}
 const list = (raw: string) =>
   raw
     .split(",")
@@ -78,16 +91,7 @@ async function ramp(): Promise<void> {
       );
     }
   }
-  const table = rampTable(results);
-  console.log(table);
-  const dir = writeRun(
-    "ramp",
-    { command: process.argv.slice(2).join(" "), results },
-    table,
-    rampPlot(results),
-    values.out,
-  );
-  console.log(`\nwrote ${dir}/{result.json,plot.svg,table.md}`);
+  publish("ramp", { results }, rampTable(results), rampPlot(results));
 }
 
 async function proxies(kind: "gateway" | "edge"): Promise<void> {
@@ -99,37 +103,19 @@ async function proxies(kind: "gateway" | "edge"): Promise<void> {
     connections,
     say,
   );
-  const table = proxyTable(result);
-  console.log(table);
   const bars = result.runs.map((r) => ({ label: r.server, value: r.requestsPerSecond }));
   const title =
     kind === "gateway"
       ? "Proxied requests per second (one core)"
       : "Cache hits per second (one core)";
-  const dir = writeRun(
-    kind,
-    { command: process.argv.slice(2).join(" "), ...result },
-    table,
-    barChart(title, "req/s", bars),
-    values.out,
-  );
-  console.log(`\nwrote ${dir}/{result.json,plot.svg,table.md}`);
+  publish(kind, { ...result }, proxyTable(result), barChart(title, "req/s", bars));
 }
 
 async function wire(): Promise<void> {
   const durationS = values.smoke ? 5 : Number(values.duration ?? 60);
   say(`[bench] wire: ${durationS} s per transport, two clients, a message every 2.5 s each`);
   const figures = await runWire({ durationS, intervalMs: 2500, say });
-  const table = wireTable(figures);
-  console.log(table);
-  const dir = writeRun(
-    "wire",
-    { command: process.argv.slice(2).join(" "), durationS, figures },
-    table,
-    wirePlot(figures),
-    values.out,
-  );
-  console.log(`\nwrote ${dir}/{result.json,plot.svg,table.md}`);
+  publish("wire", { durationS, figures }, wireTable(figures), wirePlot(figures));
 }
 
 async function fanout(): Promise<void> {
@@ -151,20 +137,29 @@ async function fanout(): Promise<void> {
       );
     }
   }
-  const table = fanoutTable(results);
-  console.log(table);
-  const dir = writeRun(
-    "fanout",
-    { command: process.argv.slice(2).join(" "), results },
-    table,
-    fanoutPlot(results),
-    values.out,
-  );
-  console.log(`\nwrote ${dir}/{result.json,plot.svg,table.md}`);
+  publish("fanout", { results }, fanoutTable(results), fanoutPlot(results));
+}
+
+async function socketio(): Promise<void> {
+  const subscribers = values.smoke ? 20 : Number(list(values.subscribers).at(-1) ?? 1000);
+  const options = {
+    subscribers,
+    ratePerSecond: values.smoke ? 20 : Number(values.rate),
+    messages: values.smoke ? 10 : Number(values.messages),
+    generators: Number(values.generators),
+    say,
+  };
+  const results: PeerResult[] = [];
+  for (const server of ["ours", "socket.io"] as const) {
+    say(`[bench] socketio: ${server}, ${subscribers} subscribers`);
+    results.push(await runPeer(server, options));
+  }
+  publish("socketio", { results }, peerTable(results), peerPlot(results));
 }
 
 const benchmarks: Record<string, () => Promise<void>> = {
   ramp,
+  socketio,
   fanout,
   wire,
   gateway: () => proxies("gateway"),

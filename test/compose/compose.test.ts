@@ -37,6 +37,20 @@ function gatewayStatus(): { upstreams: Array<{ state: string }> } {
   return JSON.parse(compose("exec", "-T", "gateway", "node", "-e", script));
 }
 
+/**
+ * An engine, compose and the base images, from ../shared/tools/docker-offline.sh (beside the
+ * checkout, or where DOCKER_OFFLINE_SCRIPT says); without the script, Docker must already run.
+ */
+function ensureDocker(): void {
+  const script = [
+    process.env.DOCKER_OFFLINE_SCRIPT,
+    join(REPO_ROOT, "..", "shared", "tools", "docker-offline.sh"),
+    "/work/shared/tools/docker-offline.sh",
+  ].find((path) => path && existsSync(path));
+  if (script) execSync(`bash ${script}`, { stdio: "inherit" });
+  else execSync("docker info && docker-compose version", { stdio: "inherit" });
+}
+
 /** Polls outside a test (expect.poll only runs inside one). */
 async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number) {
   const deadline = Date.now() + timeoutMs;
@@ -58,7 +72,7 @@ function localCertificates(): string {
 }
 
 beforeAll(async () => {
-  execSync(`bash ${REPO_ROOT}/../shared/tools/docker-offline.sh`, { stdio: "inherit" });
+  ensureDocker();
   const [edgePort, promPort] = await Promise.all([findFreePort(), findFreePort()]);
   edge = `http://127.0.0.1:${edgePort}`;
   prometheus = `http://127.0.0.1:${promPort}`;

@@ -65,36 +65,16 @@ export async function runFanout(options: FanoutOptions): Promise<FanoutResult> {
     const after = memory(cluster);
     const prefix = `fan-${randomUUID().slice(0, 8)}-`;
     await setMarker(workers, prefix);
-    const sentAt = await sendAtRate(gateway, prefix, options);
+    const sentAt = await sendAtRate(`${gateway}/api/rooms/chat/messages`, prefix, options);
     const expected = options.subscribers * options.messages;
-    const arrivals = await collect(workers, expected);
-    const latencies: number[] = [];
-    let last = 0n;
-    for (const [key, times] of arrivals) {
-      const sent = sentAt.get(key);
-      if (sent === undefined) continue;
-      for (const t of times) {
-        latencies.push(Number(t - sent) / 1e6);
-        if (t > last) last = t;
-      }
-    }
-    latencies.sort((a, b) => a - b);
-    const first = [...sentAt.values()].reduce((a, b) => (a < b ? a : b));
-    const seconds = Number(last - first) / 1e9;
-    const round = (n: number) => Math.round(n * 10) / 10;
+    const figures = deliveryFigures(await collect(workers, expected), sentAt);
     return {
       nodes: options.nodes,
       subscribers: options.subscribers,
       sendRate: options.ratePerSecond,
       sent: sentAt.size,
-      deliveries: latencies.length,
       expected,
-      deliveredPerSecond: Math.round(latencies.length / Math.max(seconds, 1e-3)),
-      latencyMs: {
-        p50: round(percentile(latencies, 0.5)),
-        p99: round(percentile(latencies, 0.99)),
-        max: round(latencies.at(-1) ?? Number.NaN),
-      },
+      ...figures,
       bytesPerConnection: {
         nodes: Math.round((after.nodes - before.nodes) / options.subscribers),
         gateway: Math.round((after.gateway - before.gateway) / options.subscribers),
@@ -106,7 +86,7 @@ export async function runFanout(options: FanoutOptions): Promise<FanoutResult> {
   }
 }
 
-async function waitForJoins(
+export async function waitForJoins(
   workers: ReturnType<typeof startGenerators>,
   subscribers: number,
   say: (line: string) => void,
@@ -125,8 +105,39 @@ async function waitForJoins(
   }
 }
 
-/** Sends `messages` bodies prefix+i at a steady rate; returns each one's send time (hrtime). */
-async function sendAtRate(gateway: string, prefix: string, options: FanoutOptions) {
+/** Deliveries, their rate from the first send to the last arrival, and latency percentiles. */
+export function deliveryFigures(arrivals: Map<string, bigint[]>, sentAt: Map<string, bigint>) {
+  const latencies: number[] = [];
+  let last = 0n;
+  for (const [key, times] of arrivals) {
+    const sent = sentAt.get(key);
+    if (sent === undefined) continue;
+    for (const t of times) {
+      latencies.push(Number(t - sent) / 1e6);
+      if (t > last) last = t;
+    }
+  }
+  latencies.sort((a, b) => a - b);
+  const first = [...sentAt.values()].reduce((a, b) => (a < b ? a : b));
+  const seconds = Number(last - first) / 1e9;
+  const round = (n: number) => Math.round(n * 10) / 10;
+  return {
+    deliveries: latencies.length,
+    deliveredPerSecond: Math.round(latencies.length / Math.max(seconds, 1e-3)),
+    latencyMs: {
+      p50: round(percentile(latencies, 0.5)),
+      p99: round(percentile(latencies, 0.99)),
+      max: round(latencies.at(-1) ?? Number.NaN),
+    },
+  };
+}
+
+/** POSTs `messages` bodies prefix+i to `url` at a steady rate; returns each send time (hrtime). */
+export async function sendAtRate(
+  url: string,
+  prefix: string,
+  options: { ratePerSecond: number; messages: number },
+) {
   const sentAt = new Map<string, bigint>();
   const interval = 1000 / options.ratePerSecond;
   const start = performance.now();
@@ -136,7 +147,7 @@ async function sendAtRate(gateway: string, prefix: string, options: FanoutOption
     if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
     sentAt.set(String(i), process.hrtime.bigint());
     sends.push(
-      fetch(`${gateway}/api/rooms/chat/messages`, {
+      fetch(url, {
         method: "POST",
         body: JSON.stringify({ body: `${prefix}${i}`, client_id: `${prefix}${i}` }),
       }).then(async (r) => {
@@ -148,7 +159,7 @@ async function sendAtRate(gateway: string, prefix: string, options: FanoutOption
   return sentAt;
 }
 
-async function collect(workers: ReturnType<typeof startGenerators>, expected: number) {
+export async function collect(workers: ReturnType<typeof startGenerators>, expected: number) {
   const deadline = Date.now() + 60_000;
   let merged = new Map<string, bigint[]>();
   while (Date.now() < deadline) {
@@ -163,23 +174,25 @@ async function collect(workers: ReturnType<typeof startGenerators>, expected: nu
   return merged;
 }
 
+/** Resident bytes of a process and its live children, from /proc. */
+export function rss(pid: number | undefined): number {
+  if (!pid) return 0;
+  const children = spawnSync("pgrep", ["-P", String(pid)], { encoding: "utf8" })
+    .stdout.split("\n")
+    .filter(Boolean)
+    .map(Number);
+  return [pid, ...children].reduce((total, p) => {
+    try {
+      const kb = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, "utf8"))?.[1];
+      return total + Number(kb ?? 0) * 1024;
+    } catch {
+      return total; // the process is gone
+    }
+  }, 0);
+}
+
 /** Resident bytes of the nodes (together) and of the gateway (its primary and workers). */
 function memory(cluster: Cluster): { nodes: number; gateway: number } {
-  const rss = (pid: number | undefined) => {
-    if (!pid) return 0;
-    const children = spawnSync("pgrep", ["-P", String(pid)], { encoding: "utf8" })
-      .stdout.split("\n")
-      .filter(Boolean)
-      .map(Number);
-    return [pid, ...children].reduce((total, p) => {
-      try {
-        const kb = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, "utf8"))?.[1];
-        return total + Number(kb ?? 0) * 1024;
-      } catch {
-        return total;
-      }
-    }, 0);
-  };
   return {
     nodes: cluster.nodes.reduce((total, node) => total + rss(node.pid), 0),
     gateway: rss(cluster.gatewayPid),

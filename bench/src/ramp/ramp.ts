@@ -17,6 +17,9 @@ export interface RampOptions {
   /** Generator processes (each from its own 127.0.0.x address, under the 20,000-file limit). */
   generators: number;
   heartbeatMs?: number;
+  protocol?: "phoenix" | "socketio";
+  /** Pins the generators (taskset); one-node runs keep them off the node's core. */
+  generatorCores?: string;
   say?: (line: string) => void;
 }
 
@@ -102,14 +105,16 @@ export function startGenerators(options: RampOptions, url: string): ChildProcess
       stdio: ["ignore", "inherit", "inherit", "ipc"],
     });
     // Off the node's core when the node is pinned: the generator must not measure itself.
-    if (options.target === "one-node" && worker.pid)
-      execFileSync("taskset", ["-a", "-cp", "1", String(worker.pid)], { stdio: "ignore" });
+    const cores = options.generatorCores ?? (options.target === "one-node" ? "1" : undefined);
+    if (cores && worker.pid)
+      execFileSync("taskset", ["-a", "-cp", cores, String(worker.pid)], { stdio: "ignore" });
     const config: WorkerConfig = {
       url,
       clients: perWorker,
       ratePerSecond: options.ratePerSecond / options.generators,
       sourceAddress: `127.0.0.${10 + i}`,
       heartbeatMs: options.heartbeatMs ?? 25_000,
+      protocol: options.protocol ?? "phoenix",
     };
     worker.send({ type: "start", config });
     return worker;

@@ -10,6 +10,8 @@ import WebSocket from "ws";
 
 export interface WorkerConfig {
   url: string;
+  /** Phoenix Channels (ours), or Socket.IO's Engine.IO v4 framing (the peer). */
+  protocol?: "phoenix" | "socketio";
   clients: number;
   ratePerSecond: number;
   sourceAddress: string;
@@ -52,7 +54,9 @@ let closedBytes = { sent: 0, received: 0 };
 
 function open(config: WorkerConfig): void {
   state.attempted++;
-  const socket = new WebSocket(`${config.url}/socket/websocket?vsn=2.0.0`, {
+  const socketIo = config.protocol === "socketio";
+  const path = socketIo ? "/socket.io/?EIO=4&transport=websocket" : "/socket/websocket?vsn=2.0.0";
+  const socket = new WebSocket(`${config.url}${path}`, {
     localAddress: config.sourceAddress,
     perMessageDeflate: false,
   });
@@ -60,6 +64,7 @@ function open(config: WorkerConfig): void {
   let ref = 1;
   let heartbeat: NodeJS.Timeout | undefined;
   socket.on("open", () => {
+    if (socketIo) return; // Engine.IO speaks first
     socket.send(JSON.stringify(["1", String(ref++), "chat", "phx_join", {}]));
     heartbeat = setInterval(
       () => socket.send(JSON.stringify([null, String(ref++), "phoenix", "heartbeat", {}])),
@@ -68,18 +73,8 @@ function open(config: WorkerConfig): void {
   });
   socket.on("message", (data: Buffer) => {
     const text = data.toString();
-    if (text.includes('"phx_reply"') && text.startsWith('["1","1"')) {
-      if (text.includes('"ok"')) state.accepted++;
-      else state.errors++;
-    } else if (marker) {
-      const at = text.indexOf(marker);
-      if (at < 0) return;
-      const now = process.hrtime.bigint().toString();
-      const key = text.slice(at + marker.length, text.indexOf('"', at));
-      const times = state.arrivals[key] ?? [];
-      times.push(now);
-      state.arrivals[key] = times;
-    }
+    if (socketIo ? socketIoControl(socket, text) : phoenixControl(text)) return;
+    if (marker) stamp(text, marker);
   });
   socket.on("error", () => state.errors++);
   socket.on("close", () => {
@@ -92,6 +87,35 @@ function open(config: WorkerConfig): void {
       received: closedBytes.received + (raw?.bytesRead ?? 0),
     };
   });
+}
+
+/** The join reply; true when the frame was one. */
+function phoenixControl(text: string): boolean {
+  if (!(text.includes('"phx_reply"') && text.startsWith('["1","1"'))) return false;
+  if (text.includes('"ok"')) state.accepted++;
+  else state.errors++;
+  return true;
+}
+
+/** Engine.IO open → connect to the namespace; connected; ping → pong. True when handled. */
+function socketIoControl(socket: WebSocket, text: string): boolean {
+  if (text.startsWith("0{")) socket.send("40");
+  else if (text.startsWith("40")) state.accepted++;
+  else if (text === "2") socket.send("3");
+  else if (text.startsWith("44")) state.errors++;
+  else return false;
+  return true;
+}
+
+/** Records the arrival of a marked message, keyed by the body after the marker. */
+function stamp(text: string, prefix: string): void {
+  const at = text.indexOf(prefix);
+  if (at < 0) return;
+  const now = process.hrtime.bigint().toString();
+  const key = text.slice(at + prefix.length, text.indexOf('"', at));
+  const times = state.arrivals[key] ?? [];
+  times.push(now);
+  state.arrivals[key] = times;
 }
 
 function report(): WorkerReport {

@@ -1,0 +1,183 @@
+import { execFileSync } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type Cluster, findFreePort, REPO_ROOT, startCluster } from "../../../cluster/launcher.ts";
+import { ManagedProcess } from "../../../cluster/process.ts";
+import { startRedis } from "../../../cluster/redis.ts";
+import { barChart, cpuSeconds, markdownTable } from "../output.ts";
+import { reports, setMarker, startGenerators } from "../ramp/ramp.ts";
+import { collect, deliveryFigures, rss, sendAtRate, waitForJoins } from "./fanout.ts";
+
+export type PeerServer = "ours" | "socket.io";
+
+export interface PeerOptions {
+  subscribers: number;
+  ratePerSecond: number;
+  messages: number;
+  generators: number;
+  say?: (line: string) => void;
+}
+
+export interface PeerResult {
+  server: string;
+  subscribers: number;
+  sent: number;
+  deliveries: number;
+  expected: number;
+  deliveredPerSecond: number;
+  /** Deliveries per CPU second the server used while sending: throughput per core. */
+  deliveriesPerCpuSecond: number;
+  latencyMs: { p50: number; p99: number; max: number };
+  bytesPerConnection: number;
+}
+
+/** The server under test on core 0; the generators on core 1. */
+interface Running {
+  name: string;
+  pid: number;
+  wsUrl: string;
+  sendUrl: string;
+  stop(): Promise<void>;
+}
+
+async function startOurs(): Promise<Running> {
+  const cluster: Cluster = await startCluster({
+    nodes: 1,
+    dataDir: await mkdtemp(join(tmpdir(), "chat-bench-")),
+    ports: "auto",
+    nodeOutput: "pipe-to-file",
+    removeDataOnStop: true,
+    nodeEnv: { LOG_LEVEL: "warn", RATE_LIMIT_SENDS: "1000000" },
+  });
+  const node = cluster.nodes[0];
+  if (!node?.pid) throw new Error("no node");
+  execFileSync("taskset", ["-a", "-cp", "0", String(node.pid)], { stdio: "ignore" });
+  return {
+    name: "chat node (ours)",
+    pid: node.pid,
+    wsUrl: node.url.replace("http", "ws"),
+    sendUrl: `${node.url}/api/rooms/chat/messages`,
+    stop: () => cluster.stop(),
+  };
+}
+
+async function startSocketIo(): Promise<Running> {
+  const dir = await mkdtemp(join(tmpdir(), "chat-bench-sio-"));
+  const redisPort = await findFreePort();
+  const redis = await startRedis("redis-server", dir, dir, redisPort);
+  const port = await findFreePort();
+  const server = new ManagedProcess({
+    name: "socket.io",
+    command: "taskset",
+    args: ["-c", "0", process.execPath, "--import", "tsx", "bench/src/fanout/socketio-server.ts"],
+    cwd: REPO_ROOT,
+    env: { ...process.env, PORT: String(port), REDIS_URL: `redis://127.0.0.1:${redisPort}` },
+    output: { file: join(dir, "socketio.log") },
+  });
+  server.start();
+  // Any HTTP answer means it listens (GET / is a 404 there).
+  await server.waitUntil(
+    "listening",
+    async () => (await fetch(`http://127.0.0.1:${port}/`)).status > 0,
+  );
+  return {
+    name: "Socket.IO + redis-adapter",
+    pid: server.pid ?? 0,
+    wsUrl: `ws://127.0.0.1:${port}`,
+    sendUrl: `http://127.0.0.1:${port}/send`,
+    stop: async () => {
+      await server.stop("SIGTERM", 5000);
+      await redis.stop("SIGTERM", 5000);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * The fan-out scenario against one server process on one core: S clients join the room,
+ * then messages go in at a steady rate. Ours stores every message in Postgres first.
+ */
+export async function runPeer(server: PeerServer, options: PeerOptions): Promise<PeerResult> {
+  const say = options.say ?? (() => {});
+  const running = server === "ours" ? await startOurs() : await startSocketIo();
+  const before = rss(running.pid);
+  const rate = Math.min(options.subscribers, 400);
+  const workers = startGenerators(
+    {
+      target: "one-node",
+      ratePerSecond: rate,
+      durationS: Math.max(1, options.subscribers / rate),
+      generators: Math.min(options.generators, options.subscribers),
+      protocol: server === "ours" ? "phoenix" : "socketio",
+      generatorCores: "1",
+    },
+    running.wsUrl,
+  );
+  try {
+    await waitForJoins(workers, options.subscribers, say);
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const after = rss(running.pid);
+    const prefix = `peer-${randomUUID().slice(0, 8)}-`;
+    await setMarker(workers, prefix);
+    const cpuBefore = cpuSeconds(running.pid);
+    const sentAt = await sendAtRate(running.sendUrl, prefix, options);
+    const expected = options.subscribers * options.messages;
+    const arrivals = await collect(workers, expected);
+    const cpu = cpuSeconds(running.pid) - cpuBefore;
+    const figures = deliveryFigures(arrivals, sentAt);
+    await reports(workers);
+    return {
+      server: running.name,
+      subscribers: options.subscribers,
+      sent: sentAt.size,
+      expected,
+      ...figures,
+      deliveriesPerCpuSecond: Math.round(figures.deliveries / Math.max(cpu, 0.01)),
+      bytesPerConnection: Math.round((after - before) / options.subscribers),
+    };
+  } finally {
+    for (const worker of workers) worker.send({ type: "stop" });
+    await running.stop();
+  }
+}
+
+export function peerTable(results: PeerResult[]): string {
+  const ours = results.find((r) => r.server.includes("ours"));
+  return markdownTable(
+    [
+      "server",
+      "subscribers",
+      "messages",
+      "deliveries",
+      "delivered/s",
+      "deliveries per CPU s",
+      "ours ÷ this",
+      "p50 ms",
+      "p99 ms",
+      "bytes/conn",
+      "this ÷ ours (memory)",
+    ],
+    results.map((r) => [
+      r.server,
+      r.subscribers.toLocaleString("en"),
+      r.sent,
+      `${r.deliveries.toLocaleString("en")}/${r.expected.toLocaleString("en")}`,
+      r.deliveredPerSecond.toLocaleString("en"),
+      r.deliveriesPerCpuSecond.toLocaleString("en"),
+      ours ? (ours.deliveriesPerCpuSecond / r.deliveriesPerCpuSecond).toFixed(2) : "—",
+      r.latencyMs.p50,
+      r.latencyMs.p99,
+      r.bytesPerConnection.toLocaleString("en"),
+      ours ? (r.bytesPerConnection / ours.bytesPerConnection).toFixed(2) : "—",
+    ]),
+  );
+}
+
+export const peerPlot = (results: PeerResult[]) =>
+  barChart(
+    "Deliveries per CPU second, one core each",
+    "deliveries/CPU s",
+    results.map((r) => ({ label: r.server, value: r.deliveriesPerCpuSecond })),
+  );
