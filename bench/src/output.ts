@@ -6,6 +6,8 @@ import { REPO_ROOT } from "../../cluster/launcher.ts";
 export interface Series {
   name: string;
   points: Array<[number, number]>;
+  /** Drawn dashed, to tell a second group of series apart. */
+  dashed?: boolean;
 }
 
 /** Writes result.json, plot.svg and table.md for one run; returns the folder. */
@@ -55,7 +57,8 @@ export function lineChart(title: string, xLabel: string, yLabel: string, series:
   const lines = series.map((s, i) => {
     const color = PALETTE[i % PALETTE.length];
     const points = s.points.map(([px, py]) => `${x(px)},${y(py)}`).join(" ");
-    return `<polyline fill="none" stroke="${color}" stroke-width="2" points="${points}"/>
+    const dash = s.dashed ? ' stroke-dasharray="6 4"' : "";
+    return `<polyline fill="none" stroke="${color}" stroke-width="2"${dash} points="${points}"/>
 <text x="${width - pad.right + 10}" y="${pad.top + 16 * (i + 1)}" fill="${color}">${escapeXml(s.name)}</text>`;
   });
   return `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12" role="img">

@@ -266,6 +266,7 @@ export function rampPlot(results: RampResult[]): string {
   const series: Series[] = results.map((r) => ({
     name: `${r.target} ${r.ratePerSecond}/s`,
     points: r.samples,
+    dashed: r.target === "one-node",
   }));
   return lineChart(
     "Accepted WebSocket clients during the ramp",
