@@ -4,6 +4,7 @@
  * docs/benchmarks.md holds the committed results and the commands that produced them.
  */
 import { parseArgs } from "node:util";
+import { z } from "zod";
 import { type FanoutResult, fanoutPlot, fanoutTable, runFanout } from "./fanout/fanout.ts";
 import { type PeerResult, peerPlot, peerTable, runPeer } from "./fanout/peers.ts";
 import { barChart, writeRun } from "./output.ts";
@@ -64,16 +65,50 @@ function publish(name: string, result: object, table: string, svg: string): void
   const dir = writeRun(name, { command, ...result }, table, svg, values.out);
   console.log(`\nwrote ${dir}/{result.json,plot.svg,table.md}`);
 }
-const list = (raw: string) =>
-  raw
+const count = z.coerce.number().int().positive();
+const counts = z.string().transform((raw, ctx) => {
+  const list = raw
     .split(",")
     .map((v) => v.trim())
-    .filter(Boolean);
+    .filter(Boolean)
+    .map(Number);
+  if (list.length === 0 || list.some((n) => !Number.isInteger(n) || n < 1)) {
+    ctx.issues.push({
+      code: "custom",
+      message: "a comma-separated list of positive integers",
+      input: raw,
+    });
+    return z.NEVER;
+  }
+  return list;
+});
+/** Every numeric flag, checked once: a bad one stops the run naming the flag. */
+const flagsSchema = z.object({
+  rates: counts,
+  duration: count.optional(),
+  targets: z
+    .string()
+    .transform((raw) => raw.split(",").map((v) => v.trim()))
+    .pipe(z.array(z.enum(["gateway", "one-node"])).min(1)),
+  generators: count.max(64),
+  connections: count,
+  subscribers: counts,
+  nodes: counts.refine((list) => list.every((n) => n <= 32), "at most 32 nodes"),
+  rate: count,
+  messages: count,
+});
+const parsed = flagsSchema.safeParse(values);
+if (!parsed.success) {
+  for (const issue of parsed.error.issues)
+    console.error(`--${String(issue.path[0])}: ${issue.message}`);
+  process.exit(2);
+}
+const flags = parsed.data;
 
 async function ramp(): Promise<void> {
-  const rates = values.smoke ? [20] : list(values.rates).map(Number);
-  const durationS = values.smoke ? 3 : Number(values.duration ?? 30);
-  const targets = list(values.targets) as RampTarget[];
+  const rates = values.smoke ? [20] : flags.rates;
+  const durationS = values.smoke ? 3 : (flags.duration ?? 30);
+  const targets: RampTarget[] = flags.targets;
   for (const target of targets)
     if (target !== "gateway" && target !== "one-node") throw new Error(`unknown target ${target}`);
   const results: RampResult[] = [];
@@ -85,7 +120,7 @@ async function ramp(): Promise<void> {
           target,
           ratePerSecond,
           durationS,
-          generators: Number(values.generators),
+          generators: flags.generators,
           say,
         }),
       );
@@ -95,8 +130,8 @@ async function ramp(): Promise<void> {
 }
 
 async function proxies(kind: "gateway" | "edge"): Promise<void> {
-  const durationS = values.smoke ? 1 : Number(values.duration ?? 10);
-  const connections = values.smoke ? 4 : Number(values.connections);
+  const durationS = values.smoke ? 1 : (flags.duration ?? 10);
+  const connections = values.smoke ? 4 : flags.connections;
   say(`[bench] ${kind}: ${durationS} s per server, ${connections} connections, one core each`);
   const result: ProxyBenchResult = await (kind === "gateway" ? benchGateway : benchEdge)(
     durationS,
@@ -112,15 +147,15 @@ async function proxies(kind: "gateway" | "edge"): Promise<void> {
 }
 
 async function wire(): Promise<void> {
-  const durationS = values.smoke ? 5 : Number(values.duration ?? 60);
+  const durationS = values.smoke ? 5 : (flags.duration ?? 60);
   say(`[bench] wire: ${durationS} s per transport, two clients, a message every 2.5 s each`);
   const figures = await runWire({ durationS, intervalMs: 2500, say });
   publish("wire", { durationS, figures }, wireTable(figures), wirePlot(figures));
 }
 
 async function fanout(): Promise<void> {
-  const subscribers = values.smoke ? [1, 20] : list(values.subscribers).map(Number);
-  const nodes = values.smoke ? [1] : list(values.nodes).map(Number);
+  const subscribers = values.smoke ? [1, 20] : flags.subscribers;
+  const nodes = values.smoke ? [1] : flags.nodes;
   const results: FanoutResult[] = [];
   for (const n of nodes) {
     for (const s of subscribers) {
@@ -129,9 +164,9 @@ async function fanout(): Promise<void> {
         await runFanout({
           nodes: n,
           subscribers: s,
-          ratePerSecond: Number(values.rate),
-          messages: values.smoke ? 10 : Number(values.messages),
-          generators: Number(values.generators),
+          ratePerSecond: flags.rate,
+          messages: values.smoke ? 10 : flags.messages,
+          generators: flags.generators,
           say,
         }),
       );
@@ -141,12 +176,12 @@ async function fanout(): Promise<void> {
 }
 
 async function socketio(): Promise<void> {
-  const subscribers = values.smoke ? 20 : Number(list(values.subscribers).at(-1) ?? 1000);
+  const subscribers = values.smoke ? 20 : (flags.subscribers.at(-1) ?? 1000);
   const options = {
     subscribers,
-    ratePerSecond: values.smoke ? 20 : Number(values.rate),
-    messages: values.smoke ? 10 : Number(values.messages),
-    generators: Number(values.generators),
+    ratePerSecond: values.smoke ? 20 : flags.rate,
+    messages: values.smoke ? 10 : flags.messages,
+    generators: flags.generators,
     say,
   };
   const results: PeerResult[] = [];
