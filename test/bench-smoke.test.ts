@@ -6,6 +6,7 @@ import { peerPlot, peerTable, runPeer } from "../bench/src/fanout/peers.ts";
 import { barChart, writeRun } from "../bench/src/output.ts";
 import { benchEdge, benchGateway, proxyTable } from "../bench/src/proxies/proxies.ts";
 import { rampPlot, rampTable, runRamp } from "../bench/src/ramp/ramp.ts";
+import { runTsung, tsungTable } from "../bench/src/tsung/tsung.ts";
 import { runWire, WIRE_TRANSPORTS, wirePlot, wireTable } from "../bench/src/wire/wire.ts";
 
 /**
@@ -33,6 +34,37 @@ describe("benchmarks, smoke-sized", () => {
       tmpRun("ramp"),
     );
     expectFiles(dir, "gateway");
+  }, 180_000);
+
+  it("tsung: the thesis's Phoenix and Rails scenarios connect, join and are all held at once", async () => {
+    const results = [];
+    for (const scenario of ["phoenix", "cable"] as const) {
+      const result = await runTsung({
+        scenario,
+        target: "gateway",
+        ratePerSecond: 5,
+        durationS: 2,
+      });
+      const { tsung } = result;
+      expect(tsung.usersStarted, scenario).toBeGreaterThan(0); // Tsung's arrivals are random
+      expect(tsung.websocketOk, scenario).toBe(tsung.usersStarted);
+      expect(tsung.websocketFailed, scenario).toBe(0);
+      expect(tsung.errors, scenario).toEqual({});
+      expect(tsung.usersFinished, scenario).toBe(tsung.usersStarted);
+      expect(result.peakServerSockets, scenario).toBe(tsung.usersStarted);
+      expect(tsung.responseMs.count, scenario).toBeGreaterThanOrEqual(2 * tsung.usersStarted);
+      expect(tsung.bytesReceived, scenario).toBeGreaterThan(0);
+      results.push(result);
+    }
+    const bars = results.map((r) => ({ label: r.scenario, value: r.peakServerSockets }));
+    const dir = writeRun(
+      "tsung",
+      results,
+      tsungTable(results),
+      barChart("held", "clients", bars),
+      tmpRun("tsung"),
+    );
+    expectFiles(dir, "Rails");
   }, 180_000);
 
   it("fanout: every subscriber gets every message, with latency and memory figures", async () => {

@@ -92,6 +92,13 @@ describe("identity and origin on the socket", () => {
   it("refuses a forged token and a cross-site Origin at the upgrade", async () => {
     expect(await refusedUpgrade(wsUrl(0, "vsn=2.0.0&token=forged.token.here"))).toBe(401);
     expect(await refusedUpgrade(wsUrl(0), { origin: "https://evil.example" })).toBe(403);
+    // An opaque origin (sandboxed frame, file://) is a browser too.
+    expect(await refusedUpgrade(wsUrl(0), { origin: "null" })).toBe(403);
+  });
+
+  it("lets non-browser clients in whatever they put in Origin (Tsung sends a bare host)", async () => {
+    const { socket } = await rawPhoenix(0, { origin: "127.0.0.1" });
+    expect(socket.readyState).toBe(WebSocket.OPEN);
   });
 
   it("accepts a same-origin browser and a signed token, whose name the messages carry", async () => {

@@ -10,6 +10,7 @@ import { type PeerResult, peerPlot, peerTable, runPeer } from "./fanout/peers.ts
 import { barChart, writeRun } from "./output.ts";
 import { benchEdge, benchGateway, type ProxyBenchResult, proxyTable } from "./proxies/proxies.ts";
 import { type RampResult, type RampTarget, rampPlot, rampTable, runRamp } from "./ramp/ramp.ts";
+import { runTsung, type TsungResult, type TsungScenario, tsungTable } from "./tsung/tsung.ts";
 import { runWire, wirePlot, wireTable } from "./wire/wire.ts";
 
 const USAGE = `usage: npm run bench -- <benchmark> [options]
@@ -18,6 +19,10 @@ benchmarks:
   ramp    the thesis's server table (8.2): WebSocket clients ramped at R/s for D s, each
           joining "chat" and heartbeating; then one message timed until all have it.
           --rates 10,20,40,80  --duration 30  --targets gateway,one-node  --generators 2
+
+  tsung   Debian's tsung running the thesis's two scenarios (Phoenix: /socket/websocket,
+          phx_join "chat", heartbeats; Rails: /cable, subscribe to ChatChannel), beside our
+          own generator on the same ramp.  --rates 10  --duration 30  --targets gateway
 
   gateway our gateway against HAProxy (and no proxy), one core each, same origin (nginx):
           requests per second and latency with wrk.   --duration 10  --connections 64
@@ -192,8 +197,45 @@ async function socketio(): Promise<void> {
   publish("socketio", { results }, peerTable(results), peerPlot(results));
 }
 
+async function tsung(): Promise<void> {
+  const rates = values.smoke ? [5] : flags.rates;
+  const durationS = values.smoke ? 2 : (flags.duration ?? 30);
+  const tsungRuns: TsungResult[] = [];
+  const ours: RampResult[] = [];
+  for (const target of flags.targets) {
+    for (const ratePerSecond of rates) {
+      for (const scenario of ["phoenix", "cable"] as TsungScenario[]) {
+        say(`[bench] tsung: ${scenario} on ${target}, ${ratePerSecond} users/s for ${durationS} s`);
+        tsungRuns.push(await runTsung({ scenario, target, ratePerSecond, durationS, say }));
+      }
+      say(`[bench] tsung: our generator on ${target}, ${ratePerSecond} clients/s`);
+      ours.push(
+        await runRamp({ target, ratePerSecond, durationS, generators: flags.generators, say }),
+      );
+    }
+  }
+  const bars = [
+    ...tsungRuns.map((r) => ({
+      label: `tsung ${r.scenario} ${r.target} ${r.ratePerSecond}/s`,
+      value: r.peakServerSockets,
+    })),
+    ...ours.map((r) => ({
+      label: `ours phoenix ${r.target} ${r.ratePerSecond}/s`,
+      value: r.accepted,
+    })),
+  ];
+  const table = `${tsungTable(tsungRuns)}\n\nOur generator, same ramp:\n\n${rampTable(ours)}`;
+  publish(
+    "tsung",
+    { tsung: tsungRuns, ours },
+    table,
+    barChart("Clients held at the end of the ramp", "clients", bars),
+  );
+}
+
 const benchmarks: Record<string, () => Promise<void>> = {
   ramp,
+  tsung,
   socketio,
   fanout,
   wire,

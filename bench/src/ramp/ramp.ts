@@ -70,7 +70,7 @@ export async function runRamp(options: RampOptions): Promise<RampResult> {
   }
 }
 
-async function startTarget(target: RampTarget): Promise<Cluster> {
+export async function startTarget(target: RampTarget): Promise<Cluster> {
   const common = {
     dataDir: await mkdtemp(join(tmpdir(), "chat-bench-")),
     ports: "auto" as const,
