@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { cdnPlot, cdnTable, runPageLoads } from "../bench/src/cdn/page-load.ts";
 import { fanoutPlot, fanoutTable, runFanout } from "../bench/src/fanout/fanout.ts";
 import { peerPlot, peerTable, runPeer } from "../bench/src/fanout/peers.ts";
 import { barChart, writeRun } from "../bench/src/output.ts";
@@ -65,6 +66,20 @@ describe("benchmarks, smoke-sized", () => {
       tmpRun("tsung"),
     );
     expectFiles(dir, "Rails");
+  }, 180_000);
+
+  it("cdn: Chromium loads the page over a long link; a warm edge fetches nothing from the origin", async () => {
+    const result = await runPageLoads({ rttMs: 100, loads: 1 });
+    const [direct, cold, warm] = result.setups;
+    if (!direct || !cold || !warm) throw new Error("three setups expected");
+    for (const s of result.setups) expect(s.requests, s.setup).toBeGreaterThanOrEqual(3); // HTML, JS, CSS
+    // Straight to the origin, the page's first byte alone costs a handshake and a round trip.
+    expect(direct.median).toBeGreaterThanOrEqual(2 * result.rttMs);
+    expect(cold.offload?.requests).toBe(0);
+    expect(warm.offload?.requests).toBe(1);
+    expect(warm.originBytes).toBeLessThan(cold.originBytes / 10);
+    const dir = writeRun("cdn", result, cdnTable(result), cdnPlot(result), tmpRun("cdn"));
+    expectFiles(dir, "warm edge");
   }, 180_000);
 
   it("fanout: every subscriber gets every message, with latency and memory figures", async () => {

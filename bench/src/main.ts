@@ -5,6 +5,7 @@
  */
 import { parseArgs } from "node:util";
 import { z } from "zod";
+import { cdnPlot, cdnTable, runPageLoads } from "./cdn/page-load.ts";
 import { type FanoutResult, fanoutPlot, fanoutTable, runFanout } from "./fanout/fanout.ts";
 import { type PeerResult, peerPlot, peerTable, runPeer } from "./fanout/peers.ts";
 import { barChart, writeRun } from "./output.ts";
@@ -41,6 +42,10 @@ benchmarks:
           Redis adapter, one core each: deliveries per CPU second, latency, memory per
           connection.                                 --subscribers 1000  --rate 50  --messages 200
 
+  cdn     the CDN thesis's measurement: full page loads of the web client in Chromium for a
+          user RTT ms from the origin, with no edge, a cold edge and a warm edge near the
+          user; origin offload in requests and bytes.  --rtt 150  --loads 5
+
   --smoke   a tiny run, to prove the benchmark works (CI runs these)`;
 
 const { values, positionals } = parseArgs({
@@ -55,6 +60,8 @@ const { values, positionals } = parseArgs({
     nodes: { type: "string", default: "1,4" },
     rate: { type: "string", default: "20" },
     messages: { type: "string", default: "100" },
+    rtt: { type: "string", default: "150" },
+    loads: { type: "string", default: "5" },
     smoke: { type: "boolean", default: false },
     out: { type: "string" },
     help: { type: "boolean", default: false },
@@ -101,6 +108,8 @@ const flagsSchema = z.object({
   nodes: counts.refine((list) => list.every((n) => n <= 32), "at most 32 nodes"),
   rate: count,
   messages: count,
+  rtt: count.max(5000),
+  loads: count.max(100),
 });
 const parsed = flagsSchema.safeParse(values);
 if (!parsed.success) {
@@ -233,8 +242,17 @@ async function tsung(): Promise<void> {
   );
 }
 
+async function cdn(): Promise<void> {
+  const rttMs = flags.rtt;
+  const loads = values.smoke ? 1 : flags.loads;
+  say(`[bench] cdn: ${loads} page load(s) per setup, ${rttMs} ms round trip to the origin`);
+  const result = await runPageLoads({ rttMs, loads, say });
+  publish("cdn", { ...result }, cdnTable(result), cdnPlot(result));
+}
+
 const benchmarks: Record<string, () => Promise<void>> = {
   ramp,
+  cdn,
   tsung,
   socketio,
   fanout,
