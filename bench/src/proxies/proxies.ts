@@ -29,6 +29,8 @@ export interface WrkFigures {
   errors: number;
   /** CPU seconds the server used during the run (the proxy's core budget is one). */
   cpuSeconds: number;
+  /** p50 with one connection, one request at a time: latency without queueing. */
+  unloadedP50Ms?: number;
 }
 
 export interface ProxyBenchResult {
@@ -87,6 +89,18 @@ function toMs(value: string | undefined): number {
   return Math.round(ms * 1000) / 1000;
 }
 
+/** The saturated run, then one connection for the latency a lone request sees. */
+async function withUnloaded(
+  server: Server,
+  path: string,
+  durationS: number,
+  connections: number,
+): Promise<WrkFigures> {
+  const saturated = await wrk(server, path, durationS, connections);
+  const unloaded = await wrk(server, path, Math.min(3, durationS), 1);
+  return { ...saturated, unloadedP50Ms: unloaded.latencyMs.p50 };
+}
+
 type Starter = (dir: string, port: number, origin: Server, cores: string) => Promise<Server>;
 
 async function compare(
@@ -102,7 +116,8 @@ async function compare(
   const runs: WrkFigures[] = [];
   try {
     if (kind === "gateway") {
-      runs.push(await wrk(origin, path, durationS, connections)); // the floor: no proxy at all
+      // The floor: no proxy at all.
+      runs.push(await withUnloaded(origin, path, durationS, connections));
       say(`  direct: ${runs.at(-1)?.requestsPerSecond} req/s`);
     }
     for (const [command, start] of peers) {
@@ -113,7 +128,7 @@ async function compare(
       const server = await start(dir, await findFreePort(), origin, PROXY_CORE);
       try {
         await wrk(server, path, Math.min(2, durationS), connections); // warm: caches, JIT, pools
-        runs.push(await wrk(server, path, durationS, connections));
+        runs.push(await withUnloaded(server, path, durationS, connections));
         const run = runs.at(-1);
         say(`  ${server.name}: ${run?.requestsPerSecond} req/s, p50 ${run?.latencyMs.p50} ms`);
       } finally {
@@ -173,6 +188,8 @@ export function proxyTable(result: ProxyBenchResult): string {
       "server CPU s",
       "ours ÷ this (req/s)",
       result.kind === "gateway" ? "added p50 ms" : "—",
+      "p50 ms, one connection",
+      result.kind === "gateway" ? "added p50 ms, one connection" : "—",
     ],
     result.runs.map((r) => [
       r.server,
@@ -185,6 +202,12 @@ export function proxyTable(result: ProxyBenchResult): string {
       ours ? (ours.requestsPerSecond / r.requestsPerSecond).toFixed(2) : "—",
       direct && result.kind === "gateway"
         ? (r.latencyMs.p50 - direct.latencyMs.p50).toFixed(3)
+        : "—",
+      r.unloadedP50Ms ?? "—",
+      direct?.unloadedP50Ms !== undefined &&
+      r.unloadedP50Ms !== undefined &&
+      result.kind === "gateway"
+        ? (r.unloadedP50Ms - direct.unloadedP50Ms).toFixed(3)
         : "—",
     ]),
   );

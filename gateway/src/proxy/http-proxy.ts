@@ -194,10 +194,9 @@ export function createHttpProxy(deps: {
         {
           target: { host: upstream.host, port: upstream.port },
           agent: agents[nextAgent++ % agents.length],
-          // A buffered body is replayed from memory on every attempt; null streams the request.
-          ...(request.body
-            ? { buffer: Readable.from(request.body.length ? [request.body] : []) }
-            : {}),
+          // A buffered body is replayed from memory on every attempt; null streams the request,
+          // and so does an empty one (an ended request pipes as an immediate end).
+          ...(request.body?.length ? { buffer: Readable.from([request.body]) } : {}),
         },
         (error) => {
           if (settled) {
@@ -230,12 +229,15 @@ export function createHttpProxy(deps: {
   return { handle, close: () => proxy.close() };
 }
 
+const EMPTY = Buffer.alloc(0);
+
 /** The request body, when small enough to be sent again on a retry; null when it must stream. */
 async function bufferBody(req: IncomingMessage, limit: number): Promise<Buffer | null> {
   const length = Number(
     req.headers["content-length"] ?? (req.headers["transfer-encoding"] ? Number.NaN : 0),
   );
   if (!(length <= limit)) return null;
+  if (length === 0) return EMPTY; // GET and HEAD: nothing to read, nothing to wait for
   const chunks: Buffer[] = [];
   for await (const chunk of req) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks);
