@@ -122,6 +122,17 @@ describe("benchmarks, smoke-sized", () => {
     expectFiles(dir, "Socket.IO");
   }, 180_000);
 
+  it("rails: our node's /cable and Rails's Action Cable both deliver everything, side by side", async () => {
+    const options = { subscribers: 20, ratePerSecond: 20, messages: 10, generators: 2 };
+    const results = [await runPeer("ours-cable", options), await runPeer("rails", options)];
+    for (const r of results) {
+      expect(r.deliveries, r.server).toBe(200);
+      expect(r.deliveriesPerCpuSecond, r.server).toBeGreaterThan(0);
+    }
+    const dir = writeRun("rails", results, peerTable(results), peerPlot(results), tmpRun("rails"));
+    expectFiles(dir, "Rails Action Cable");
+  }, 180_000);
+
   it("wire: every transport delivers each message to both clients; tcpdump counts the traffic", async () => {
     const figures = await runWire({ durationS: 3, intervalMs: 1000 });
     expect(figures.map((f) => f.transport)).toEqual([...WIRE_TRANSPORTS]);

@@ -7,7 +7,14 @@ import { parseArgs } from "node:util";
 import { z } from "zod";
 import { cdnPlot, cdnTable, runPageLoads } from "./cdn/page-load.ts";
 import { type FanoutResult, fanoutPlot, fanoutTable, runFanout } from "./fanout/fanout.ts";
-import { type PeerResult, peerPlot, peerTable, runPeer } from "./fanout/peers.ts";
+import {
+  type PeerOptions,
+  type PeerResult,
+  type PeerServer,
+  peerPlot,
+  peerTable,
+  runPeer,
+} from "./fanout/peers.ts";
 import { barChart, writeRun } from "./output.ts";
 import { benchEdge, benchGateway, type ProxyBenchResult, proxyTable } from "./proxies/proxies.ts";
 import { type RampResult, type RampTarget, rampPlot, rampTable, runRamp } from "./ramp/ramp.ts";
@@ -45,6 +52,10 @@ benchmarks:
   cdn     the CDN thesis's measurement: full page loads of the web client in Chromium for a
           user RTT ms from the origin, with no edge, a cold edge and a warm edge near the
           user; origin offload in requests and bytes.  --rtt 150  --loads 5
+
+  rails   the same scenario over Action Cable: our node's /cable against Rails's Action Cable
+          (Debian's ruby-actioncable under Puma) with its Redis adapter, one core each.
+          --subscribers 1000  --rate 50  --messages 200
 
   --smoke   a tiny run, to prove the benchmark works (CI runs these)`;
 
@@ -189,21 +200,21 @@ async function fanout(): Promise<void> {
   publish("fanout", { results }, fanoutTable(results), fanoutPlot(results));
 }
 
-async function socketio(): Promise<void> {
-  const subscribers = values.smoke ? 20 : (flags.subscribers.at(-1) ?? 1000);
-  const options = {
-    subscribers,
+/** Our node beside the peer a user would pick instead, the fan-out scenario, same run. */
+async function peers(name: string, servers: PeerServer[]): Promise<void> {
+  const options: PeerOptions = {
+    subscribers: values.smoke ? 20 : (flags.subscribers.at(-1) ?? 1000),
     ratePerSecond: values.smoke ? 20 : flags.rate,
     messages: values.smoke ? 10 : flags.messages,
     generators: flags.generators,
     say,
   };
   const results: PeerResult[] = [];
-  for (const server of ["ours", "socket.io"] as const) {
-    say(`[bench] socketio: ${server}, ${subscribers} subscribers`);
+  for (const server of servers) {
+    say(`[bench] ${name}: ${server}, ${options.subscribers} subscribers`);
     results.push(await runPeer(server, options));
   }
-  publish("socketio", { results }, peerTable(results), peerPlot(results));
+  publish(name, { results }, peerTable(results), peerPlot(results));
 }
 
 async function tsung(): Promise<void> {
@@ -254,7 +265,9 @@ const benchmarks: Record<string, () => Promise<void>> = {
   ramp,
   cdn,
   tsung,
-  socketio,
+  socketio: () => peers("socketio", ["ours", "socket.io"]),
+  // Our node's /cable against Rails's own Action Cable: same clients, same run.
+  rails: () => peers("rails", ["ours-cable", "rails"]),
   fanout,
   wire,
   gateway: () => proxies("gateway"),

@@ -8,9 +8,18 @@ import { ManagedProcess } from "../../../cluster/process.ts";
 import { startRedis } from "../../../cluster/redis.ts";
 import { barChart, cpuSeconds, markdownTable } from "../output.ts";
 import { reports, setMarker, startGenerators } from "../ramp/ramp.ts";
+import type { GeneratorProtocol } from "../ramp/worker.ts";
 import { collect, deliveryFigures, rss, sendAtRate, waitForJoins } from "./fanout.ts";
 
-export type PeerServer = "ours" | "socket.io";
+/** Ours over Phoenix Channels or over Action Cable, and the peers those protocols come from. */
+export type PeerServer = "ours" | "ours-cable" | "socket.io" | "rails";
+
+const PROTOCOL: Record<PeerServer, GeneratorProtocol> = {
+  ours: "phoenix",
+  "ours-cable": "actioncable",
+  "socket.io": "socketio",
+  rails: "actioncable",
+};
 
 export interface PeerOptions {
   subscribers: number;
@@ -42,7 +51,7 @@ interface Running {
   stop(): Promise<void>;
 }
 
-async function startOurs(): Promise<Running> {
+async function startOurs(protocol: GeneratorProtocol): Promise<Running> {
   const cluster: Cluster = await startCluster({
     nodes: 1,
     dataDir: await mkdtemp(join(tmpdir(), "chat-bench-")),
@@ -55,7 +64,7 @@ async function startOurs(): Promise<Running> {
   if (!node?.pid) throw new Error("no node");
   execFileSync("taskset", ["-a", "-cp", "0", String(node.pid)], { stdio: "ignore" });
   return {
-    name: "chat node (ours)",
+    name: protocol === "actioncable" ? "chat node (ours), Action Cable" : "chat node (ours)",
     pid: node.pid,
     wsUrl: node.url.replace("http", "ws"),
     sendUrl: `${node.url}/api/rooms/chat/messages`,
@@ -63,27 +72,35 @@ async function startOurs(): Promise<Running> {
   };
 }
 
-async function startSocketIo(): Promise<Running> {
-  const dir = await mkdtemp(join(tmpdir(), "chat-bench-sio-"));
+/**
+ * A peer server with its own Redis, on core 0. Every peer answers any HTTP request once it
+ * listens (404 for GET /), broadcasts `POST /send { body }` to the room `chat`, and stores
+ * nothing (our nodes commit each message to Postgres first).
+ */
+async function startPeerProcess(peer: {
+  name: string;
+  command: (port: number) => string[];
+  env?: Record<string, string>;
+}): Promise<Running> {
+  const dir = await mkdtemp(join(tmpdir(), "chat-bench-peer-"));
   const redisPort = await findFreePort();
   const redis = await startRedis("redis-server", dir, dir, redisPort);
   const port = await findFreePort();
   const server = new ManagedProcess({
-    name: "socket.io",
+    name: peer.name,
     command: "taskset",
-    args: ["-c", "0", process.execPath, "--import", "tsx", "bench/src/fanout/socketio-server.ts"],
+    args: ["-c", "0", ...peer.command(port)],
     cwd: REPO_ROOT,
-    env: { ...process.env, PORT: String(port), REDIS_URL: `redis://127.0.0.1:${redisPort}` },
-    output: { file: join(dir, "socketio.log") },
+    env: { ...process.env, REDIS_URL: `redis://127.0.0.1:${redisPort}`, ...peer.env },
+    output: { file: join(dir, "peer.log") },
   });
   server.start();
-  // Any HTTP answer means it listens (GET / is a 404 there).
   await server.waitUntil(
     "listening",
     async () => (await fetch(`http://127.0.0.1:${port}/`)).status > 0,
   );
   return {
-    name: "Socket.IO + redis-adapter",
+    name: peer.name,
     pid: server.pid ?? 0,
     wsUrl: `ws://127.0.0.1:${port}`,
     sendUrl: `http://127.0.0.1:${port}/send`,
@@ -95,13 +112,46 @@ async function startSocketIo(): Promise<Running> {
   };
 }
 
+const startSocketIo = () =>
+  startPeerProcess({
+    name: "Socket.IO + redis-adapter",
+    command: (port) => [
+      process.execPath,
+      "--import",
+      "tsx",
+      "bench/src/fanout/socketio-server.ts",
+      `--port=${port}`,
+    ],
+    env: {},
+  });
+
+/**
+ * Rails's Action Cable from Debian's packages (ruby-actioncable, puma) with its Redis adapter:
+ * one Puma process (4 threads, Action Cable's event loop and worker pool) on core 0.
+ */
+const startRails = () =>
+  startPeerProcess({
+    name: "Rails Action Cable + Redis",
+    command: (port) => ["puma", "-b", `tcp://127.0.0.1:${port}`, "-t", "4:4", "--quiet", RAILS_APP],
+    env: { RACK_ENV: "production" },
+  });
+
+const RAILS_APP = join(REPO_ROOT, "bench/src/fanout/actioncable-server.ru");
+
+const START: Record<PeerServer, () => Promise<Running>> = {
+  ours: () => startOurs("phoenix"),
+  "ours-cable": () => startOurs("actioncable"),
+  "socket.io": startSocketIo,
+  rails: startRails,
+};
+
 /**
  * The fan-out scenario against one server process on one core: S clients join the room,
  * then messages go in at a steady rate. Ours stores every message in Postgres first.
  */
 export async function runPeer(server: PeerServer, options: PeerOptions): Promise<PeerResult> {
   const say = options.say ?? (() => {});
-  const running = server === "ours" ? await startOurs() : await startSocketIo();
+  const running = await START[server]();
   const before = rss(running.pid);
   const rate = Math.min(options.subscribers, 400);
   const workers = startGenerators(
@@ -110,7 +160,7 @@ export async function runPeer(server: PeerServer, options: PeerOptions): Promise
       ratePerSecond: rate,
       durationS: Math.max(1, options.subscribers / rate),
       generators: Math.min(options.generators, options.subscribers),
-      protocol: server === "ours" ? "phoenix" : "socketio",
+      protocol: PROTOCOL[server],
       generatorCores: "1",
     },
     running.wsUrl,
@@ -144,7 +194,11 @@ export async function runPeer(server: PeerServer, options: PeerOptions): Promise
 }
 
 export function peerTable(results: PeerResult[]): string {
-  const ours = results.find((r) => r.server.includes("ours"));
+  // Each peer is compared with ours over its own protocol when that row is there.
+  const oursFor = (r: PeerResult) =>
+    (r.server.startsWith("Rails")
+      ? results.find((o) => o.server.includes("Action Cable"))
+      : undefined) ?? results.find((o) => o.server.includes("ours"));
   return markdownTable(
     [
       "server",
@@ -159,19 +213,22 @@ export function peerTable(results: PeerResult[]): string {
       "bytes/conn",
       "this ÷ ours (memory)",
     ],
-    results.map((r) => [
-      r.server,
-      r.subscribers.toLocaleString("en"),
-      r.sent,
-      `${r.deliveries.toLocaleString("en")}/${r.expected.toLocaleString("en")}`,
-      r.deliveredPerSecond.toLocaleString("en"),
-      r.deliveriesPerCpuSecond.toLocaleString("en"),
-      ours ? (ours.deliveriesPerCpuSecond / r.deliveriesPerCpuSecond).toFixed(2) : "—",
-      r.latencyMs.p50,
-      r.latencyMs.p99,
-      r.bytesPerConnection.toLocaleString("en"),
-      ours ? (r.bytesPerConnection / ours.bytesPerConnection).toFixed(2) : "—",
-    ]),
+    results.map((r) => {
+      const ours = oursFor(r);
+      return [
+        r.server,
+        r.subscribers.toLocaleString("en"),
+        r.sent,
+        `${r.deliveries.toLocaleString("en")}/${r.expected.toLocaleString("en")}`,
+        r.deliveredPerSecond.toLocaleString("en"),
+        r.deliveriesPerCpuSecond.toLocaleString("en"),
+        ours ? (ours.deliveriesPerCpuSecond / r.deliveriesPerCpuSecond).toFixed(2) : "—",
+        r.latencyMs.p50,
+        r.latencyMs.p99,
+        r.bytesPerConnection.toLocaleString("en"),
+        ours ? (r.bytesPerConnection / ours.bytesPerConnection).toFixed(2) : "—",
+      ];
+    }),
   );
 }
 

@@ -3,14 +3,15 @@
  * @socket.io/redis-adapter, doing the same job as a chat node in the fan-out benchmark —
  * every client joins the room `chat`, and `POST /send { body }` broadcasts to it. It stores
  * nothing (our nodes commit each message to Postgres first), so the comparison favours it.
- * Configured by PORT and REDIS_URL; prints "listening" when ready.
+ * Configured by --port=N (or PORT) and REDIS_URL; prints "listening" when ready.
  */
 import { createServer } from "node:http";
 import { createAdapter } from "@socket.io/redis-adapter";
 import { Redis } from "ioredis";
 import { Server } from "socket.io";
 
-const port = Number(process.env.PORT ?? 0);
+const portFlag = process.argv.find((arg) => arg.startsWith("--port="))?.slice("--port=".length);
+const port = Number(portFlag ?? process.env.PORT ?? 0);
 const redisUrl = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const publisher = new Redis(redisUrl);
 const subscriber = publisher.duplicate();

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Cluster, startCluster } from "../../../cluster/launcher.ts";
 import { cpuSeconds, lineChart, markdownTable, percentile, type Series } from "../output.ts";
-import type { ClientCounts, WorkerConfig, WorkerReport } from "./worker.ts";
+import type { ClientCounts, GeneratorProtocol, WorkerConfig, WorkerReport } from "./worker.ts";
 
 /** Where the clients connect: through the gateway to 4 nodes, or one node on one core and 1 GB. */
 export type RampTarget = "gateway" | "one-node";
@@ -17,7 +17,7 @@ export interface RampOptions {
   /** Generator processes (each from its own 127.0.0.x address, under the 20,000-file limit). */
   generators: number;
   heartbeatMs?: number;
-  protocol?: "phoenix" | "socketio";
+  protocol?: GeneratorProtocol;
   /** Pins the generators (taskset); one-node runs keep them off the node's core. */
   generatorCores?: string;
   say?: (line: string) => void;

@@ -8,10 +8,19 @@
  */
 import WebSocket from "ws";
 
+export type GeneratorProtocol = "phoenix" | "actioncable" | "socketio";
+
+const PATHS: Record<GeneratorProtocol, string> = {
+  phoenix: "/socket/websocket?vsn=2.0.0",
+  actioncable: "/cable",
+  socketio: "/socket.io/?EIO=4&transport=websocket",
+};
+const CABLE_CHAT = JSON.stringify({ channel: "ChatChannel", room: "chat" });
+
 export interface WorkerConfig {
   url: string;
-  /** Phoenix Channels (ours), or Socket.IO's Engine.IO v4 framing (the peer). */
-  protocol?: "phoenix" | "socketio";
+  /** Phoenix Channels (ours), Action Cable (ours or Rails), Socket.IO's Engine.IO v4 framing. */
+  protocol?: GeneratorProtocol;
   clients: number;
   ratePerSecond: number;
   sourceAddress: string;
@@ -54,9 +63,8 @@ let closedBytes = { sent: 0, received: 0 };
 
 function open(config: WorkerConfig): void {
   state.attempted++;
-  const socketIo = config.protocol === "socketio";
-  const path = socketIo ? "/socket.io/?EIO=4&transport=websocket" : "/socket/websocket?vsn=2.0.0";
-  const socket = new WebSocket(`${config.url}${path}`, {
+  const protocol = config.protocol ?? "phoenix";
+  const socket = new WebSocket(`${config.url}${PATHS[protocol]}`, {
     localAddress: config.sourceAddress,
     perMessageDeflate: false,
   });
@@ -64,7 +72,7 @@ function open(config: WorkerConfig): void {
   let ref = 1;
   let heartbeat: NodeJS.Timeout | undefined;
   socket.on("open", () => {
-    if (socketIo) return; // Engine.IO speaks first
+    if (protocol !== "phoenix") return; // Engine.IO and Action Cable servers speak first
     socket.send(JSON.stringify(["1", String(ref++), "chat", "phx_join", {}]));
     heartbeat = setInterval(
       () => socket.send(JSON.stringify([null, String(ref++), "phoenix", "heartbeat", {}])),
@@ -73,7 +81,13 @@ function open(config: WorkerConfig): void {
   });
   socket.on("message", (data: Buffer) => {
     const text = data.toString();
-    if (socketIo ? socketIoControl(socket, text) : phoenixControl(text)) return;
+    const control =
+      protocol === "socketio"
+        ? socketIoControl(socket, text)
+        : protocol === "actioncable"
+          ? cableControl(socket, text)
+          : phoenixControl(text);
+    if (control) return;
     if (marker) stamp(text, marker);
   });
   socket.on("error", () => state.errors++);
@@ -94,6 +108,16 @@ function phoenixControl(text: string): boolean {
   if (!(text.includes('"phx_reply"') && text.startsWith('["1","1"'))) return false;
   if (text.includes('"ok"')) state.accepted++;
   else state.errors++;
+  return true;
+}
+
+/** Welcome → subscribe to ChatChannel; confirm or reject; pings. True when handled. */
+function cableControl(socket: WebSocket, text: string): boolean {
+  if (text.includes('"message":{')) return false; // a broadcast
+  if (text.includes('"type":"welcome"'))
+    socket.send(JSON.stringify({ command: "subscribe", identifier: CABLE_CHAT }));
+  else if (text.includes('"type":"confirm_subscription"')) state.accepted++;
+  else if (text.includes('"type":"reject_subscription"')) state.errors++;
   return true;
 }
 
