@@ -27,6 +27,7 @@ benchmarks:
   ramp    the thesis's server table (8.2): WebSocket clients ramped at R/s for D s, each
           joining "chat" and heartbeating; then one message timed until all have it.
           --rates 10,20,40,80  --duration 30  --targets gateway,one-node  --generators 2
+          --gateway-nodes 4  --gateway-workers 4 (the gateway target's shape)
 
   tsung   Debian's tsung running the thesis's two scenarios (Phoenix: /socket/websocket,
           phx_join "chat", heartbeats; Rails: /cable, subscribe to ChatChannel), beside our
@@ -72,6 +73,8 @@ const { values, positionals } = parseArgs({
     rate: { type: "string", default: "20" },
     messages: { type: "string", default: "100" },
     rtt: { type: "string", default: "150" },
+    "gateway-nodes": { type: "string", default: "4" },
+    "gateway-workers": { type: "string", default: "4" },
     loads: { type: "string", default: "5" },
     smoke: { type: "boolean", default: false },
     out: { type: "string" },
@@ -120,6 +123,8 @@ const flagsSchema = z.object({
   rate: count,
   messages: count,
   rtt: count.max(5000),
+  "gateway-nodes": count.max(32),
+  "gateway-workers": count.max(64),
   loads: count.max(100),
 });
 const parsed = flagsSchema.safeParse(values);
@@ -146,6 +151,8 @@ async function ramp(): Promise<void> {
           ratePerSecond,
           durationS,
           generators: flags.generators,
+          gatewayNodes: flags["gateway-nodes"],
+          gatewayWorkers: flags["gateway-workers"],
           say,
         }),
       );

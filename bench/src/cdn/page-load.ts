@@ -15,6 +15,9 @@ export interface PageLoadSummary {
   /** Navigation start to the load event (HTML and every asset), one per fresh browser context. */
   loadMs: number[];
   median: number;
+  /** Navigation start to the last byte of the HTML and every asset: the network's share. */
+  lastByteMs: number[];
+  lastByteMedian: number;
   /** Requests the page made for itself (HTML and assets) and their bytes on the wire. */
   requests: number;
   transferBytes: number;
@@ -37,8 +40,9 @@ export interface CdnResult {
   rttMs: number;
   loads: number;
   setups: PageLoadSummary[];
-  /** Median no-edge load ÷ median warm-edge load. */
+  /** Median no-edge ÷ median warm-edge: full load, and last byte of the page. */
   warmSpeedup: number;
+  warmSpeedupLastByte: number;
 }
 
 /**
@@ -87,6 +91,7 @@ export async function runPageLoads(options: {
       loads: options.loads,
       setups: [direct, cold, warm],
       warmSpeedup: Math.round((direct.median / warm.median) * 10) / 10,
+      warmSpeedupLastByte: Math.round((direct.lastByteMedian / warm.lastByteMedian) * 10) / 10,
     };
   } finally {
     await browser.close();
@@ -173,6 +178,7 @@ async function measure(
     edge: edgeUrl ? await edgeCounters(edgeUrl) : undefined,
   };
   const loadMs: number[] = [];
+  const lastByteMs: number[] = [];
   let requests = 0;
   let transferBytes = 0;
   for (let i = 0; i < loads; i++) {
@@ -181,11 +187,13 @@ async function measure(
     await page.goto(url, { waitUntil: "load" });
     const timing = (await page.evaluate(PAGE_TIMING)) as {
       loadMs: number;
+      lastByteMs: number;
       requests: number;
       bytes: number;
     };
     await context.close();
     loadMs.push(Math.round(timing.loadMs));
+    lastByteMs.push(Math.round(timing.lastByteMs));
     requests = timing.requests;
     transferBytes = timing.bytes;
     if (setup !== "warm-up") say(`  ${setup}: page loaded in ${Math.round(timing.loadMs)} ms`);
@@ -194,10 +202,9 @@ async function measure(
   const summary: PageLoadSummary = {
     setup: setup === "warm-up" ? "warm edge" : setup,
     loadMs,
-    median: percentile(
-      [...loadMs].sort((a, b) => a - b),
-      0.5,
-    ),
+    median: median(loadMs),
+    lastByteMs,
+    lastByteMedian: median(lastByteMs),
     requests,
     transferBytes,
     originConnections: link.connections - before.connections,
@@ -215,6 +222,7 @@ const PAGE_TIMING = `(() => {
     .filter((r) => new URL(r.name).pathname.startsWith("/assets/"));
   return {
     loadMs: nav.loadEventEnd - nav.startTime,
+    lastByteMs: Math.max(nav.responseEnd, ...assets.map((r) => r.responseEnd)) - nav.startTime,
     requests: 1 + assets.length,
     bytes: nav.transferSize + assets.reduce((t, r) => t + r.transferSize, 0),
   };
@@ -257,8 +265,15 @@ function offload(before: EdgeCounters, after: EdgeCounters): Offload {
   };
 }
 
+const median = (values: number[]) =>
+  percentile(
+    [...values].sort((a, b) => a - b),
+    0.5,
+  );
+
 function merge(setup: PageSetup, runs: PageLoadSummary[]): PageLoadSummary {
   const loadMs = runs.flatMap((r) => r.loadMs);
+  const lastByteMs = runs.flatMap((r) => r.lastByteMs);
   const sumOf = (pick: (r: PageLoadSummary) => number) => runs.reduce((t, r) => t + pick(r), 0);
   const offloads = runs.flatMap((r) => (r.offload ? [r.offload] : []));
   const mean = (pick: (o: Offload) => number) =>
@@ -267,10 +282,9 @@ function merge(setup: PageSetup, runs: PageLoadSummary[]): PageLoadSummary {
   return {
     setup,
     loadMs,
-    median: percentile(
-      [...loadMs].sort((a, b) => a - b),
-      0.5,
-    ),
+    median: median(loadMs),
+    lastByteMs,
+    lastByteMedian: median(lastByteMs),
     requests: runs[0]?.requests ?? 0,
     transferBytes: runs[0]?.transferBytes ?? 0,
     originConnections: sumOf((r) => r.originConnections),
@@ -286,6 +300,7 @@ function merge(setup: PageSetup, runs: PageLoadSummary[]): PageLoadSummary {
 
 export function cdnTable(result: CdnResult): string {
   const noEdge = result.setups[0]?.median ?? Number.NaN;
+  const noEdgeLastByte = result.setups[0]?.lastByteMedian ?? Number.NaN;
   return markdownTable(
     [
       "setup",
@@ -294,6 +309,8 @@ export function cdnTable(result: CdnResult): string {
       "page load median ms",
       "min / max ms",
       "no edge ÷ this",
+      "last byte median ms",
+      "no edge ÷ this (last byte)",
       "page requests",
       "bytes to the browser",
       "connections to origin",
@@ -307,6 +324,8 @@ export function cdnTable(result: CdnResult): string {
       s.median,
       `${Math.min(...s.loadMs)} / ${Math.max(...s.loadMs)}`,
       (noEdge / s.median).toFixed(1),
+      s.lastByteMedian,
+      (noEdgeLastByte / s.lastByteMedian).toFixed(1),
       s.requests,
       s.transferBytes.toLocaleString("en"),
       s.originConnections,

@@ -18,6 +18,9 @@ export interface RampOptions {
   generators: number;
   heartbeatMs?: number;
   protocol?: GeneratorProtocol;
+  /** The gateway target's shape: nodes behind it and gateway worker processes (4 and 4). */
+  gatewayNodes?: number;
+  gatewayWorkers?: number;
   /** Pins the generators (taskset); one-node runs keep them off the node's core. */
   generatorCores?: string;
   say?: (line: string) => void;
@@ -41,7 +44,7 @@ export interface RampResult extends ClientCounts {
  */
 export async function runRamp(options: RampOptions): Promise<RampResult> {
   const say = options.say ?? (() => {});
-  const cluster = await startTarget(options.target);
+  const cluster = await startTarget(options.target, options);
   const url = (cluster.gatewayUrl ?? cluster.nodeUrl(0)).replace("http", "ws");
   const workers = startGenerators(options, url);
   try {
@@ -70,7 +73,10 @@ export async function runRamp(options: RampOptions): Promise<RampResult> {
   }
 }
 
-export async function startTarget(target: RampTarget): Promise<Cluster> {
+export async function startTarget(
+  target: RampTarget,
+  shape: { gatewayNodes?: number; gatewayWorkers?: number } = {},
+): Promise<Cluster> {
   const common = {
     dataDir: await mkdtemp(join(tmpdir(), "chat-bench-")),
     ports: "auto" as const,
@@ -78,11 +84,12 @@ export async function startTarget(target: RampTarget): Promise<Cluster> {
     removeDataOnStop: true,
   };
   if (target === "gateway") {
-    // Each proxied client costs the gateway two sockets: 4 workers stay under 20,000 files each.
+    // Each proxied client costs the gateway two sockets: each worker must stay under the
+    // 20,000-file limit, as must each node.
     return startCluster({
       ...common,
-      nodes: 4,
-      gateway: { workers: 4 },
+      nodes: shape.gatewayNodes ?? 4,
+      gateway: { workers: shape.gatewayWorkers ?? 4 },
       nodeEnv: { LOG_LEVEL: "warn" },
     });
   }
