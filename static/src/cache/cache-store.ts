@@ -13,6 +13,8 @@ export interface CachedObject {
   headers: Record<string, string>;
   body: Buffer;
   encoded: Partial<Record<"br" | "gzip", Buffer>>;
+  /** The headers every hit shares, per encoding, as writeHead's flat list: built on first use. */
+  hitHeaders?: Partial<Record<"identity" | "br" | "gzip", string[]>>;
 }
 
 /** Bookkeeping per object beyond its bodies; keeps many tiny objects from looking free. */

@@ -161,6 +161,7 @@ export class EdgeCache {
         ...cached,
         policy,
         headers: { ...cached.headers, ...storableHeaders(policy.responseHeaders()) },
+        hitHeaders: undefined,
       };
       this.#store.set(refreshed);
       return { object: refreshed, response: fetched.response };
@@ -215,42 +216,58 @@ export class EdgeCache {
     source: CachedObject | OriginResponse,
     outcome: Outcome,
   ) {
-    const fromCache = "policy" in source && outcome.kind !== "miss";
-    const headers: Record<string, string | string[]> = fromCache
-      ? { ...source.headers, ...storableHeaders(source.policy.responseHeaders()) }
-      : "policy" in source
-        ? { ...source.headers }
-        : originHeaders(source);
+    if ("policy" in source && outcome.kind !== "miss")
+      return this.#sendCached(req, res, source, outcome);
+    const headers: Record<string, string | string[]> =
+      "policy" in source ? { ...source.headers } : originHeaders(source);
     const encoding = await this.#encodingFor(req, source, headers);
-    const body =
-      encoding === "identity"
-        ? source.body
-        : ((source as CachedObject).encoded[encoding] ?? source.body);
-    if (encoding !== "identity") headers["content-encoding"] = encoding;
+    const variant =
+      encoding !== "identity" && "encoded" in source ? source.encoded[encoding] : undefined;
+    const body = variant ?? source.body;
+    if (variant) headers["content-encoding"] = encoding;
     headers.vary = mergeVary(headers.vary, "Accept-Encoding");
     headers["content-length"] = String(body.length);
-    headers.age = fromCache ? String(Math.round((source as CachedObject).policy.age())) : "0";
+    headers.age = "0";
     headers["cache-status"] = cacheStatus(outcome);
     headers["x-cache"] = xCache(outcome);
-    const notModified =
-      fromCache &&
-      req.headers["if-none-match"] !== undefined &&
-      req.headers["if-none-match"] === headers.etag;
-    if (fromCache) {
-      if (outcome.kind === "hit") this.#metrics.hits.inc();
-      if (outcome.kind === "swr" || outcome.kind === "stale-if-error")
-        this.#metrics.staleServed.inc();
-    }
-    if (notModified) {
-      const { etag = "", age, "cache-status": status, "x-cache": xcache } = headers;
-      res.writeHead(304, { etag: String(etag), age, "cache-status": status, "x-cache": xcache });
+    res.writeHead(source.status, headers);
+    res.end(req.method === "HEAD" ? undefined : body);
+  }
+
+  /** The hot path: a stored object, its shared headers built once, only Age and status per hit. */
+  async #sendCached(
+    req: IncomingMessage,
+    res: ServerResponse,
+    object: CachedObject,
+    outcome: Outcome,
+  ) {
+    const encoding = await this.#encodingFor(req, object, object.headers);
+    const body = encoding === "identity" ? object.body : (object.encoded[encoding] ?? object.body);
+    const age = String(Math.round(object.policy.age()));
+    const status = cacheStatus(outcome);
+    const xcache = xCache(outcome);
+    if (outcome.kind === "hit") this.#metrics.hits.inc();
+    else if (outcome.kind === "swr" || outcome.kind === "stale-if-error")
+      this.#metrics.staleServed.inc();
+    const etag = object.headers.etag;
+    if (etag !== undefined && req.headers["if-none-match"] === etag) {
+      res.writeHead(304, { etag, age, "cache-status": status, "x-cache": xcache });
       res.end();
       return;
     }
-    res.writeHead(source.status, headers);
+    const shared = hitHeaders(object, encoding, body);
+    res.writeHead(object.status, [
+      ...shared,
+      "age",
+      age,
+      "cache-status",
+      status,
+      "x-cache",
+      xcache,
+    ]);
     if (req.method === "HEAD") res.end();
     else {
-      if (fromCache) this.#metrics.bytesFromCache.inc(body.length);
+      this.#metrics.bytesFromCache.inc(body.length);
       res.end(body);
     }
   }
@@ -277,6 +294,23 @@ export class EdgeCache {
     }
     return wanted;
   }
+}
+
+/**
+ * What every hit on an object shares, as writeHead's flat [name, value, …] list, memoized on
+ * the object per encoding. The origin's Date stands (RFC 9111: caches do not rewrite it);
+ * the Age of each hit is added by the caller.
+ */
+function hitHeaders(object: CachedObject, encoding: Encoding, body: Buffer): string[] {
+  const memo = object.hitHeaders?.[encoding];
+  if (memo) return memo;
+  const { age: _age, ...headers } = object.headers;
+  if (encoding !== "identity") headers["content-encoding"] = encoding;
+  headers.vary = mergeVary(headers.vary, "Accept-Encoding");
+  headers["content-length"] = String(body.length);
+  const flat = Object.entries(headers).flat();
+  object.hitHeaders = { ...object.hitHeaders, [encoding]: flat };
+  return flat;
 }
 
 /** The request as the cache policy sees it: encoding and the client's conditionals are the edge's business. */
