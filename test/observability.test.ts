@@ -169,12 +169,28 @@ describe("a real Prometheus scraping the local cluster", async () => {
     };
   }
 
+  /** Concurrent requests through the gateway for `ms`, spread over every node it routes to. */
+  async function burstThroughGateway(ms: number): Promise<void> {
+    const until = Date.now() + ms;
+    while (Date.now() < until) {
+      await Promise.all(
+        Array.from({ length: 10 }, () =>
+          fetch(`${cluster.gatewayUrl}/api/rooms/burst/messages?after=oops`)
+            .then((r) => r.arrayBuffer())
+            .catch(() => null),
+        ),
+      );
+      await sleep(20);
+    }
+  }
+
   it("every dashboard and alert expression returns data", async () => {
     const stopChatter = await chatter();
     try {
       await sleep(3000);
       // A node killed under load: the gateway retries and ejects, Prometheus sees it down.
-      await cluster.stopNode(2, "SIGKILL");
+      // The burst makes sure requests are routed to it before a health check notices.
+      await Promise.all([cluster.stopNode(2, "SIGKILL"), burstThroughGateway(1500)]);
       await sleep(4000);
       const figures = [
         ...graphs.flatMap((panel) =>

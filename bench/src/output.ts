@@ -36,7 +36,7 @@ export function markdownTable(header: string[], rows: Array<Array<string | numbe
 }
 
 const PALETTE = ["#2563eb", "#16a34a", "#d97706", "#9333ea", "#0891b2", "#db2777", "#64748b"];
-const escapeXml = (text: string) =>
+export const escapeXml = (text: string) =>
   text.replace(
     /[&<>"]/g,
     (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c] ?? c,

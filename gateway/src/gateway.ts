@@ -152,11 +152,13 @@ function reportUpstreams(
 ): () => void {
   const timer = setInterval(() => {
     metrics.upstreamUp.reset();
-    for (const upstream of pool.all)
+    for (const upstream of pool.all) {
       metrics.upstreamUp.set(
         { upstream: upstream.address },
         upstream.state() === "healthy" ? 1 : 0,
       );
+      metrics.ejections.inc({ upstream: upstream.address }, 0); // 0 rather than no data
+    }
   }, 1000);
   return () => clearInterval(timer);
 }

@@ -1,11 +1,19 @@
 import { createRegistry, LATENCY_MS_BUCKETS } from "@chat/shared";
 import { Counter, Gauge, Histogram } from "prom-client";
 
+export const RETRY_REASONS = [
+  "connect",
+  "draining",
+  "reset",
+  "timeout",
+  "upgrade-connect",
+] as const;
+
 /** The gateway's metrics (prefix `gateway_`); upstream labels are node addresses, a small set. */
 export function createGatewayMetrics(gatewayId: string) {
   const registry = createRegistry("gateway_", { gateway: gatewayId });
   const registers = [registry];
-  return {
+  const metrics = {
     registry,
     requests: new Counter({
       name: "gateway_requests_total",
@@ -61,6 +69,9 @@ export function createGatewayMetrics(gatewayId: string) {
       registers,
     }),
   };
+  // Every retry reason exported from the start, so dashboards show 0 rather than no data.
+  for (const reason of RETRY_REASONS) metrics.retries.inc({ reason }, 0);
+  return metrics;
 }
 
 export type GatewayMetrics = ReturnType<typeof createGatewayMetrics>;

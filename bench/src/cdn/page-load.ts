@@ -152,7 +152,7 @@ async function warmEdgeLoads(
 /** An edge next to the user, whose origin is across the long-haul link. */
 async function startNearEdge(cluster: Cluster, link: DelayLink) {
   const port = await findFreePort();
-  const process = await startEdge({
+  const edge = await startEdge({
     repoRoot: REPO_ROOT,
     port,
     originUrl: `http://127.0.0.1:${link.port}`,
@@ -160,7 +160,7 @@ async function startNearEdge(cluster: Cluster, link: DelayLink) {
     output: "pipe-to-file",
     env: { LOG_LEVEL: "warn" },
   });
-  return { url: `http://127.0.0.1:${port}/`, stop: () => process.stop() };
+  return { url: `http://127.0.0.1:${port}/`, stop: () => edge.stop() };
 }
 
 async function measure(

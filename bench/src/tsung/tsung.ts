@@ -3,7 +3,7 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Cluster } from "../../../cluster/launcher.ts";
-import { cpuSeconds, markdownTable } from "../output.ts";
+import { cpuSeconds, escapeXml, markdownTable } from "../output.ts";
 import { type RampTarget, startTarget } from "../ramp/ramp.ts";
 
 /** The thesis's two Tsung sessions: Phoenix Channels and Rails Action Cable. */
@@ -121,12 +121,6 @@ export function tsungConfig(options: TsungOptions, port: number, holdS: number):
 `;
 }
 
-const escapeXml = (text: string) =>
-  text.replace(
-    /[&<>"]/g,
-    (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c] ?? c,
-  );
-
 /** Runs tsung to the end, sampling the nodes' open sockets every second. */
 async function runAndWatch(
   options: TsungOptions,
@@ -145,7 +139,10 @@ async function runAndWatch(
     tsung.once("exit", resolve);
   });
   let done = false;
-  void exited.finally(() => (done = true));
+  const finished = () => {
+    done = true;
+  };
+  exited.then(finished, finished);
   const limit = Date.now() + (options.durationS + holdS + 60) * 1000;
   let peak = 0;
   let tsungCpu = 0;
