@@ -91,12 +91,18 @@ describe("configuration", () => {
 
   it("a node with bad variables exits at once naming every one of them", () => {
     const result = spawnSync(process.execPath, ["--import", "tsx", "services/src/main.ts"], {
-      env: { ...process.env, PORT: "eighty", MAX_MESSAGE_BYTES: "-1", REDIS_URL: "not a url" },
+      env: {
+        ...process.env,
+        PORT: "eighty",
+        MAX_MESSAGE_BYTES: "-1",
+        REDIS_URL: "not a url",
+        LISTEN_BACKLOG: "0",
+      },
       encoding: "utf8",
       timeout: 20_000,
     });
     expect(result.status).toBe(2);
-    for (const name of ["PORT", "MAX_MESSAGE_BYTES", "REDIS_URL"])
+    for (const name of ["PORT", "MAX_MESSAGE_BYTES", "REDIS_URL", "LISTEN_BACKLOG"])
       expect(result.stderr).toContain(name);
   });
 });

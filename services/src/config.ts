@@ -7,6 +7,9 @@ import { z } from "zod";
 export const nodeConfigSchema = z.object({
   HOST: env.string("127.0.0.1"),
   PORT: env.int(4001, 0, 65535),
+  /** Accept queue: the gateway opens a connection per WebSocket upgrade, so a reconnect storm
+   * arrives all at once (Node's default of 511 overflows, and dropped SYNs cost a second). */
+  LISTEN_BACKLOG: env.int(4096, 1, 65535),
   /** Names this node in logs, metrics and the X-Chat-Node header. */
   NODE_ID: env.string(hostname()),
   LOG_LEVEL: env.logLevel(),

@@ -1,6 +1,6 @@
 import type { AddressInfo } from "node:net";
 import type { Logger } from "@chat/shared";
-import { type ServerType, serve } from "@hono/node-server";
+import { createAdaptorServer, type ServerType } from "@hono/node-server";
 import { WebSocketServer } from "ws";
 import type { NodeConfig } from "./config.ts";
 import { DeliveryHub } from "./delivery/hub.ts";
@@ -69,11 +69,14 @@ export function createChatNode(config: NodeConfig, log: Logger): ChatNode {
       const app = createApp(services);
       const bound = await new Promise<AddressInfo>((resolve, reject) => {
         const websocket = { server: createWebSocketServer(config) };
-        server = serve(
-          { fetch: app.fetch, port: config.PORT, hostname: config.HOST, websocket },
-          resolve,
+        // createAdaptorServer rather than serve(): serve() cannot pass a listen backlog.
+        const created = createAdaptorServer({ fetch: app.fetch, hostname: config.HOST, websocket });
+        server = created;
+        created.once("error", reject);
+        created.listen(
+          { port: config.PORT, host: config.HOST, backlog: config.LISTEN_BACKLOG },
+          () => resolve(created.address() as AddressInfo),
         );
-        server.once("error", reject);
       });
       server?.on("error", (error) => log.error({ err: error }, "HTTP server error"));
       return bound.port;
