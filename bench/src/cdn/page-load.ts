@@ -1,7 +1,8 @@
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type Browser, chromium } from "playwright-core";
+import type { Browser } from "playwright-core";
+import { launchChromium } from "../../../cluster/chromium.ts";
 import { startEdge } from "../../../cluster/edge.ts";
 import { type Cluster, findFreePort, REPO_ROOT, startCluster } from "../../../cluster/launcher.ts";
 import { barChart, markdownTable, percentile } from "../output.ts";
@@ -72,7 +73,7 @@ export async function runPageLoads(options: {
     { host: gateway.hostname, port: Number(gateway.port) },
     options.rttMs,
   );
-  const browser = await launchBrowser();
+  const browser = await launchChromium();
   try {
     // One load straight from the gateway first, so no setup pays for the browser's own start.
     await measure("warm-up", cluster.gatewayUrl ?? cluster.nodeUrl(0), link, browser, 1, () => {});
@@ -100,19 +101,6 @@ export async function runPageLoads(options: {
   }
 }
 
-function launchBrowser(): Promise<Browser> {
-  return chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-    ],
-  });
-}
-
 /** A fresh edge for each load: every asset is a miss fetched across the long haul. */
 async function coldEdgeLoads(
   cluster: Cluster,
@@ -122,14 +110,12 @@ async function coldEdgeLoads(
   say: (line: string) => void,
 ): Promise<PageLoadSummary> {
   const runs: PageLoadSummary[] = [];
-  for (let i = 0; i < loads; i++) {
-    const edge = await startNearEdge(cluster, link);
-    try {
-      runs.push(await measure("cold edge", edge.url, link, browser, 1, say, edge.url));
-    } finally {
-      await edge.stop();
-    }
-  }
+  for (let i = 0; i < loads; i++)
+    runs.push(
+      await withNearEdge(cluster, link, (url) =>
+        measure("cold edge", url, link, browser, 1, say, url),
+      ),
+    );
   return merge("cold edge", runs);
 }
 
@@ -140,17 +126,18 @@ async function warmEdgeLoads(
   loads: number,
   say: (line: string) => void,
 ): Promise<PageLoadSummary> {
-  const edge = await startNearEdge(cluster, link);
-  try {
-    await measure("warm-up", edge.url, link, browser, 1, () => {});
-    return await measure("warm edge", edge.url, link, browser, loads, say, edge.url);
-  } finally {
-    await edge.stop();
-  }
+  return withNearEdge(cluster, link, async (url) => {
+    await measure("warm-up", url, link, browser, 1, () => {});
+    return measure("warm edge", url, link, browser, loads, say, url);
+  });
 }
 
-/** An edge next to the user, whose origin is across the long-haul link. */
-async function startNearEdge(cluster: Cluster, link: DelayLink) {
+/** Runs `use` against an edge next to the user, whose origin is across the long-haul link. */
+async function withNearEdge<T>(
+  cluster: Cluster,
+  link: DelayLink,
+  use: (edgeUrl: string) => Promise<T>,
+): Promise<T> {
   const port = await findFreePort();
   const edge = await startEdge({
     repoRoot: REPO_ROOT,
@@ -160,7 +147,11 @@ async function startNearEdge(cluster: Cluster, link: DelayLink) {
     output: "pipe-to-file",
     env: { LOG_LEVEL: "warn" },
   });
-  return { url: `http://127.0.0.1:${port}/`, stop: () => edge.stop() };
+  try {
+    return await use(`http://127.0.0.1:${port}/`);
+  } finally {
+    await edge.stop();
+  }
 }
 
 async function measure(
