@@ -105,6 +105,22 @@ describe("Action Cable", () => {
     expect(a.messages.map((m) => m.seq)).toEqual([1]);
   });
 
+  it("confirms once subscribed: a message sent the moment the confirmation arrives is delivered, on a node new to the room", async () => {
+    const rooms = Array.from({ length: 10 }, () => freshRoom("cable-confirm"));
+    const sending = consumer(() => cluster.nodeUrl(0));
+    const senders = rooms.map((room) => follow(sending, room));
+    await Promise.all(senders.map((sender) => sender.ready));
+    const listening = consumer(() => cluster.nodeUrl(2));
+    const listeners = rooms.map((room, i) => {
+      const listener = follow(listening, room);
+      void listener.ready.then(() => senders[i]?.subscription.perform("speak", { message: "now" }));
+      return listener;
+    });
+    await expect
+      .poll(() => listeners.map((l) => l.messages.map((m) => m.body).join()), { timeout: 10_000 })
+      .toEqual(rooms.map(() => "now"));
+  });
+
   it("rejects an unknown channel and a bad room", async () => {
     const cable = consumer(() => cluster.nodeUrl(0));
     const unknown = new Promise((resolve) =>

@@ -1,3 +1,4 @@
+import { EventSource } from "eventsource";
 import { describe, expect, it } from "vitest";
 import { fixed, history, receive, send, seqs } from "./support/clients.ts";
 import { freshRoom, useCluster } from "./support/cluster.ts";
@@ -85,6 +86,27 @@ describe("history and polling", () => {
     expect(((await polled.json()) as { messages: { body: string }[] }).messages[0]?.body).toBe(
       "from a form",
     );
+  });
+});
+
+describe("SSE", () => {
+  it("a stream joined from now says ready once subscribed, with where it stands: the next send always arrives", async () => {
+    const room = freshRoom("ready");
+    await send(cluster.nodeUrl(0), room, "one");
+    await send(cluster.nodeUrl(0), room, "two");
+    const source = new EventSource(`${cluster.nodeUrl(1)}/api/rooms/${room}/stream`);
+    const received: number[] = [];
+    source.addEventListener("publish", (event) => received.push(JSON.parse(event.data).seq));
+    try {
+      const ready = await new Promise<{ node: string; last_seq: number }>((resolve) =>
+        source.addEventListener("ready", (event) => resolve(JSON.parse(event.data))),
+      );
+      expect(ready).toEqual({ node: "node-1", last_seq: 2 });
+      await send(cluster.nodeUrl(0), room, "three");
+      await expect.poll(() => received, { timeout: 10_000 }).toEqual([3]);
+    } finally {
+      source.close();
+    }
   });
 });
 

@@ -52,7 +52,10 @@ describe("Phoenix LongPoll, sticky-free", () => {
     const topic = `room:${freshRoom("lp")}`;
     const alice = join(longPollSocket(), topic);
     const bob = join(longPollSocket(), topic);
-    expect(await alice.joined).toMatchObject({ node: expect.stringMatching(/^node-/) });
+    expect(await alice.joined).toMatchObject({
+      node: expect.stringMatching(/^node-/),
+      last_seq: 0,
+    });
     await bob.joined;
     const stored = (await push(alice.channel, "speak", {
       body: "over long polling",

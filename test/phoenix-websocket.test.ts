@@ -67,6 +67,28 @@ describe("Phoenix Channels", () => {
       .toEqual([before + 1]);
   });
 
+  it("the join reply comes once subscribed: a message pushed the moment it arrives is delivered, on a node new to the room", async () => {
+    const rooms = Array.from({ length: 10 }, () => `room:${freshRoom("reply")}`);
+    const senders = rooms.map((topic) => joinRoom(client(fixed(cluster.nodeUrl(0))).socket, topic));
+    await Promise.all(senders.map((sender) => sender.joined));
+    for (const sender of senders) await push(sender.channel, "speak", { body: "before" });
+    const socket = client(fixed(cluster.nodeUrl(2))).socket;
+    const listeners = rooms.map((topic, i) => {
+      const listener = joinRoom(socket, topic);
+      const sender = senders[i];
+      const pushed = listener.joined.then((reply) =>
+        push(sender?.channel as never, "speak", { body: "after" }).then(() => reply),
+      );
+      return { listener, pushed };
+    });
+    for (const { listener, pushed } of listeners) {
+      expect(await pushed).toMatchObject({ last_seq: 1 });
+      await expect
+        .poll(() => listener.messages.map((m) => [m.seq, m.body]), { timeout: 10_000 })
+        .toEqual([[2, "after"]]);
+    }
+  });
+
   it("last_seq replays what was missed, in order, before live messages", async () => {
     const topic = `room:${freshRoom("replay")}`;
     const room = topic.slice(5);

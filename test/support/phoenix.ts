@@ -66,7 +66,11 @@ export function joinRoom(socket: Socket, topic: string, options: { fromStart?: b
   const joined = new Promise<unknown>((resolve, reject) => {
     channel
       .join()
-      .receive("ok", (reply: unknown) => resolve(reply))
+      .receive("ok", (reply: { last_seq?: number }) => {
+        // A from-now join learns where it stands, so a rejoin after a reconnect misses nothing.
+        lastSeq ??= reply.last_seq;
+        resolve(reply);
+      })
       .receive("error", (reason: unknown) =>
         reject(new Error(`join refused: ${JSON.stringify(reason)}`)),
       );

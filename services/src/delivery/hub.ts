@@ -15,6 +15,9 @@ export interface SubscribeOptions {
   /** Called after each replayed message; a returned promise pauses the replay until the
    * reader has caught up, so a long backlog never floods a socket's send buffer. */
   paceReplay?: () => Promise<void> | undefined;
+  /** Called once the subscription is in place, before any replay, with the seq it starts
+   * after: a join answered from here never misses a message sent after the answer. */
+  onStart?: (cursor: number) => void;
 }
 
 /**
@@ -83,6 +86,8 @@ export class DeliveryHub {
       this.#leave(feed, s),
     );
     feed.subscriptions.add(subscription);
+    if (options.after === null) subscription.startAt(feed.head);
+    options.onStart?.(subscription.cursor);
     try {
       await this.#replay(subscription, options, feed.head);
     } catch (error) {
@@ -111,10 +116,6 @@ export class DeliveryHub {
     options: SubscribeOptions,
     target: number,
   ): Promise<void> {
-    if (options.after === null) {
-      subscription.startAt(target);
-      return;
-    }
     while (subscription.cursor < target && !subscription.closed) {
       const { messages } = await this.#store.page(subscription.room, {
         after: subscription.cursor,

@@ -55,7 +55,12 @@ export async function stream(
   return streamSSE(c, async (sse) => {
     sse.onAbort(() => end("closed"));
     const heartbeat = setInterval(() => void sse.write(": ping\n\n"), config.SSE_HEARTBEAT_MS);
+    let started: (cursor: number) => void = () => {};
+    const subscribed = new Promise<number>((resolve) => {
+      started = resolve;
+    });
     const subscribing = chat.subscribe(room, {
+      onStart: (cursor) => started(cursor),
       after,
       deliver: (delivery) => {
         queue.push(delivery);
@@ -81,7 +86,13 @@ export async function stream(
     });
     try {
       await sse.write(`retry: ${RECONNECT_MS}\n\n`);
-      await sse.writeSSE({ event: "ready", data: JSON.stringify({ node: config.NODE_ID }) });
+      // "ready" once the subscription is in place: nothing sent after it can be missed.
+      const cursor = await Promise.race([subscribed, subscribing.then(noop, noop)]);
+      if (cursor !== undefined)
+        await sse.writeSSE({
+          event: "ready",
+          data: JSON.stringify({ node: config.NODE_ID, last_seq: cursor }),
+        });
       while (!endReason) {
         const delivery = queue.shift();
         if (queue.length < config.SSE_MAX_QUEUED_MESSAGES / 4) drained?.();
@@ -112,3 +123,5 @@ export async function stream(
     }
   });
 }
+
+const noop = () => undefined;

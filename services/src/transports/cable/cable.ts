@@ -130,13 +130,14 @@ class CableConnection implements SocketProtocol {
     }
     const entry: CableSubscription = { room: params.room, identifierJson };
     this.#subscriptions.set(identifierJson, entry);
-    // Confirmed first, then the replay streams at the pace the client reads it.
-    this.#send({ identifier: identifierJson, type: "confirm_subscription" });
     try {
       entry.subscription = await this.#services.chat.subscribe(params.room, {
         after: params.lastSeq,
         deliver: (delivery) => this.#broadcast(entry, delivery),
         paceReplay: () => this.#connection.whenWritable(),
+        // Confirmed once the subscription is in place, then the replay streams at the pace
+        // the client reads it.
+        onStart: () => this.#send({ identifier: identifierJson, type: "confirm_subscription" }),
       });
     } catch (error) {
       // Action Cable cannot un-confirm: reconnecting makes the client subscribe afresh.

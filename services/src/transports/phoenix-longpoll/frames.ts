@@ -124,7 +124,7 @@ export class LongPollFrames {
       cursors: {},
       presenceSent: {},
     });
-    frames.push(reply(message, "ok", { node: config.NODE_ID }));
+    frames.push(reply(message, "ok", { node: config.NODE_ID, last_seq: start }));
     return frames;
   }
 

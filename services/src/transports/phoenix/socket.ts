@@ -163,17 +163,25 @@ class PhoenixSocket implements SocketProtocol {
     }
     const channel: Channel = { topic: message.topic, room, joinRef: message.join_ref };
     this.#channels.set(message.topic, channel);
-    // The reply goes first, then the replay streams at the pace the client reads it.
-    this.#send(reply(message, "ok", { node: this.#services.config.NODE_ID }));
+    let replied = false;
     try {
       channel.subscription = await this.#services.chat.subscribe(room, {
         after: lastSeq,
         deliver: (delivery) => this.#publish(channel, delivery),
         paceReplay: () => this.#connection.whenWritable(),
+        // The reply goes once the subscription is in place, then the replay streams at the
+        // pace the client reads it; `last_seq` lets a client that joined "from now" resume.
+        onStart: (cursor) => {
+          replied = true;
+          this.#send(
+            reply(message, "ok", { node: this.#services.config.NODE_ID, last_seq: cursor }),
+          );
+        },
       });
     } catch (error) {
-      // Phoenix's answer to a channel that failed after joining: phx_error, and the client rejoins.
       this.#channels.delete(message.topic);
+      if (!replied) throw error;
+      // Phoenix's answer to a channel that failed after joining: phx_error, and the client rejoins.
       this.#services.log.warn({ err: error, room }, "channel subscription failed");
       this.#send(broadcast(message.topic, PHOENIX_EVENTS.error, {}, message.join_ref));
       return;
