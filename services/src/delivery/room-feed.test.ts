@@ -1,7 +1,7 @@
 import type { Message } from "@chat/shared";
 import { describe, expect, it, vi } from "vitest";
 import { RoomFeed } from "./room-feed.ts";
-import { Subscription } from "./subscription.ts";
+import { Subscription, toDelivery } from "./subscription.ts";
 
 const message = (seq: number): Message => ({
   room: "r",
@@ -90,10 +90,10 @@ describe("Subscription", () => {
       (d) => seen.push(d.message.seq),
       () => {},
     );
-    const live = (seq: number) => subscription.receive({ message: message(seq), json: "" });
+    const live = (seq: number) => subscription.receive(toDelivery(message(seq)));
     live(3);
     live(4);
-    for (const seq of [1, 2, 3]) subscription.replay({ message: message(seq), json: "" });
+    for (const seq of [1, 2, 3]) subscription.replay(toDelivery(message(seq)));
     expect(seen).toEqual([1, 2, 3]);
     subscription.goLive();
     live(5);

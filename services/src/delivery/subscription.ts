@@ -1,18 +1,33 @@
 import type { Message } from "@chat/shared";
 
-/** A delivered message with its JSON encoded once for every subscriber that sends it. */
+/** A delivered message, encoded once for all the subscribers that send it the same way. */
 export interface Delivery {
   readonly message: Message;
   readonly json: string;
+  /**
+   * The frame `build` makes of the message's JSON, as UTF-8 bytes, built once per `key`:
+   * every subscriber of a room on one protocol shares one buffer instead of encoding its own.
+   */
+  frame(key: string, build: (json: string) => string): Buffer;
 }
 
 export function toDelivery(message: Message): Delivery {
   let json: string | undefined;
+  let frames: Map<string, Buffer> | undefined;
   return {
     message,
     get json() {
       json ??= JSON.stringify(message);
       return json;
+    },
+    frame(key, build) {
+      frames ??= new Map();
+      let frame = frames.get(key);
+      if (!frame) {
+        frame = Buffer.from(build(this.json));
+        frames.set(key, frame);
+      }
+      return frame;
     },
   };
 }

@@ -100,15 +100,18 @@ export class SocketConnection {
     });
   }
 
-  /** Sends a text frame unless the client is too far behind, in which case it is cut off. */
-  send(text: string): void {
+  /**
+   * Sends a text frame (a string, or its UTF-8 bytes shared with other sockets) unless the
+   * client is too far behind, in which case it is cut off.
+   */
+  send(text: string | Buffer): void {
     if (this.closed) return;
     if (this.#raw.bufferedAmount + text.length > this.#options.maxBufferBytes) {
       this.close(CLOSE.slowConsumer, "slow_consumer");
       return;
     }
     this.#corkUntilTickEnds();
-    this.#raw.send(text);
+    this.#raw.send(text, TEXT);
   }
 
   /**
@@ -143,3 +146,6 @@ export class SocketConnection {
     this.#protocol?.onClose();
   }
 }
+
+/** Buffers go out as text frames too: they hold JSON. */
+const TEXT = { binary: false } as const;

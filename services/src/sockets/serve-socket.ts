@@ -1,6 +1,6 @@
 import { ChatError, type User } from "@chat/shared";
 import { upgradeWebSocket } from "@hono/node-server";
-import type { Context, MiddlewareHandler } from "hono";
+import type { MiddlewareHandler } from "hono";
 import type { WebSocket } from "ws";
 import { clientAddress } from "../http/client-address.ts";
 import type { App, AppEnv, NodeServices } from "../http/context.ts";
@@ -15,8 +15,8 @@ import {
 export interface SocketRoute {
   path: string;
   transport: Transport;
-  /** Builds the protocol for a new connection; the upgrade request is available for params. */
-  open(connection: Connection, c: Context<AppEnv>): SocketProtocol;
+  /** Builds the protocol for a new connection, given the upgrade request's query params. */
+  open(connection: Connection, query: Record<string, string>): SocketProtocol;
   /** How a bad token is refused: Phoenix refuses the upgrade (403); Action Cable accepts, then disconnects. */
   onBadToken?: "refuse-upgrade" | "accept-as-invalid";
 }
@@ -28,13 +28,18 @@ export function serveSocket(app: App, services: NodeServices, route: SocketRoute
     checkOrigin(services.config.ALLOWED_ORIGINS),
     authenticateSocket(services, route),
     upgradeWebSocket((c) => {
+      // Read what the connection needs now: the handlers below live as long as the socket,
+      // and holding the request's context would cost every connection its headers and more.
+      const user = c.get("user");
+      const address = clientAddress(c);
+      const query = c.req.query();
       let connection: SocketConnection | undefined;
       return {
         onOpen: (_event, ws) => {
           connection = new SocketConnection(ws.raw as WebSocket, {
             transport: route.transport,
-            user: c.get("user"),
-            address: clientAddress(c),
+            user,
+            address,
             maxBufferBytes: services.config.MAX_SOCKET_BUFFER_BYTES,
             framesPerSecond: services.config.SOCKET_FRAMES_PER_SECOND,
             frameBurst: services.config.SOCKET_FRAME_BURST,
@@ -42,7 +47,7 @@ export function serveSocket(app: App, services: NodeServices, route: SocketRoute
             metrics: services.metrics,
             log: services.log,
           });
-          connection.attach(route.open(connection, c));
+          connection.attach(route.open(connection, query));
         },
         onMessage: (event) => connection?.receive(event.data as string | ArrayBuffer),
         onClose: () => connection?.ended(),

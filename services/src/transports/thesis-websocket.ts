@@ -1,8 +1,7 @@
 import { ChatError, CLOSE, DEFAULT_ROOM } from "@chat/shared";
-import type { Context } from "hono";
 import { z } from "zod";
 import type { Subscription } from "../delivery/subscription.ts";
-import type { App, AppEnv, NodeServices } from "../http/context.ts";
+import type { App, NodeServices } from "../http/context.ts";
 import { parseSendInput } from "../messages/input.ts";
 import type { SocketConnection, SocketProtocol } from "../sockets/connection.ts";
 import { serveSocket } from "../sockets/serve-socket.ts";
@@ -21,7 +20,7 @@ export function thesisSocketRoutes(app: App, services: NodeServices): void {
     path: "/chat/socket",
     transport: "thesis-websocket",
     onBadToken: "refuse-upgrade",
-    open: (connection, c) => new ThesisSocket(connection, services, c),
+    open: (connection, query) => new ThesisSocket(connection, services, query.after),
   });
 }
 
@@ -31,15 +30,19 @@ class ThesisSocket implements SocketProtocol {
   #subscription: Promise<Subscription | undefined>;
   #inOrder: Promise<void> = Promise.resolve();
 
-  constructor(connection: SocketConnection, services: NodeServices, c: Context<AppEnv>) {
+  /** `afterParam` (the `after` query param) resumes after that seq; without it the socket joins from now. */
+  constructor(
+    connection: SocketConnection,
+    services: NodeServices,
+    afterParam: string | undefined,
+  ) {
     this.#connection = connection;
     this.#services = services;
-    const raw = c.req.query("after");
-    const after = raw === undefined ? null : (AFTER.safeParse(raw).data ?? null);
+    const after = afterParam === undefined ? null : (AFTER.safeParse(afterParam).data ?? null);
     this.#subscription = services.chat
       .subscribe(DEFAULT_ROOM, {
         after,
-        deliver: (delivery) => connection.send(delivery.json),
+        deliver: (delivery) => connection.send(delivery.frame("thesis", (json) => json)),
         paceReplay: () => connection.whenWritable(),
       })
       .catch((error: unknown) => {

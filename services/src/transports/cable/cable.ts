@@ -167,8 +167,12 @@ class CableConnection implements SocketProtocol {
 
   /** `{ identifier, message: { message } }` with the stored message's JSON spliced in (encoded once). */
   #broadcast(entry: CableSubscription, delivery: Delivery): void {
+    const { identifierJson } = entry;
     this.#connection.send(
-      `{"identifier":${JSON.stringify(entry.identifierJson)},"message":{"message":${delivery.json}}}`,
+      delivery.frame(
+        `cable:${identifierJson}`,
+        (json) => `{"identifier":${JSON.stringify(identifierJson)},"message":{"message":${json}}}`,
+      ),
     );
   }
 

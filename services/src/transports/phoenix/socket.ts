@@ -32,7 +32,7 @@ export function phoenixSocketRoutes(app: App, services: NodeServices): void {
     path: "/socket/websocket",
     transport: "phoenix-websocket",
     onBadToken: "refuse-upgrade", // Phoenix refuses a failed connect/3 with 403 on the upgrade
-    open: (connection, c) => new PhoenixSocket(connection, services, parseVsn(c.req.query("vsn"))),
+    open: (connection, query) => new PhoenixSocket(connection, services, parseVsn(query.vsn)),
   });
 }
 
@@ -240,7 +240,13 @@ class PhoenixSocket implements SocketProtocol {
   }
 
   #publish(channel: Channel, delivery: Delivery): void {
-    this.#connection.send(encodePublish(this.#vsn, channel.topic, channel.joinRef, delivery.json));
+    // join_ref null, as Phoenix's own broadcasts: one frame per topic for every subscriber.
+    const { topic } = channel;
+    this.#connection.send(
+      delivery.frame(`phx${this.#vsn}:${topic}`, (json) =>
+        encodePublish(this.#vsn, topic, null, json),
+      ),
+    );
   }
 
   #fail(to: PhoenixMessage, error: ChatError): void {
