@@ -7,6 +7,8 @@ import type { NodeMetrics } from "../metrics.ts";
 
 /** What a wire protocol (Phoenix, Action Cable, the thesis socket) does with a connection. */
 export interface SocketProtocol {
+  /** Returns the work the frame started, if any: while it runs, what the socket sends in
+   * one tick leaves in one write (a push's reply and the sender's own copy of the message). */
   onText(text: string): void | Promise<void>;
   /** Binary frames: these protocols speak JSON text only. */
   onBinary(): void;
@@ -44,6 +46,8 @@ export class SocketConnection {
   #untrack: (() => void) | undefined;
   #closed = false;
   #corked = false;
+  /** Inbound frames whose work is still running. */
+  #handling = 0;
 
   constructor(raw: WebSocket, options: ConnectionOptions) {
     this.#raw = raw;
@@ -72,9 +76,12 @@ export class SocketConnection {
   }
 
   #handle(protocol: SocketProtocol, data: string): void {
-    Promise.resolve(protocol.onText(data)).catch((error: unknown) =>
-      this.#options.log.error({ err: error }, "socket frame handler failed"),
-    );
+    this.#handling++;
+    Promise.resolve(protocol.onText(data))
+      .catch((error: unknown) =>
+        this.#options.log.error({ err: error }, "socket frame handler failed"),
+      )
+      .finally(() => this.#handling--);
   }
 
   /**
@@ -110,13 +117,14 @@ export class SocketConnection {
       this.close(CLOSE.slowConsumer, "slow_consumer");
       return;
     }
-    this.#corkUntilTickEnds();
+    if (this.#handling > 0) this.#corkUntilTickEnds();
     this.#raw.send(text, TEXT);
   }
 
   /**
-   * Frames sent in one tick (a send's ack and its own delivery, a replay page) leave in one
-   * write: fewer packets on the wire and fewer syscalls. `ws` exposes its socket as `_socket`.
+   * Frames sent in one tick leave in one write: fewer packets and syscalls. Only while the
+   * client's own frames are handled: corking every socket would hold a broadcast's first
+   * writes back until all were queued. `ws` exposes its socket as `_socket`.
    */
   #corkUntilTickEnds(): void {
     const socket = (this.#raw as unknown as { _socket?: Socket })._socket;

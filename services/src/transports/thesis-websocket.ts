@@ -52,8 +52,9 @@ class ThesisSocket implements SocketProtocol {
       });
   }
 
-  onText(text: string): void {
+  onText(text: string): Promise<void> {
     this.#inOrder = this.#inOrder.then(() => this.#speak(text));
+    return this.#inOrder;
   }
 
   onBinary(): void {

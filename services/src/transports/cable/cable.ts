@@ -58,9 +58,10 @@ class CableConnection implements SocketProtocol {
     this.#send({ type: "welcome" });
   }
 
-  onText(text: string): void {
+  onText(text: string): Promise<void> {
     this.#floods = 0;
     this.#inOrder = this.#inOrder.then(() => this.#command(text));
+    return this.#inOrder;
   }
 
   onBinary(): void {

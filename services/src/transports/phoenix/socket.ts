@@ -69,7 +69,7 @@ class PhoenixSocket implements SocketProtocol {
 
   /** Heartbeats are answered at once; other frames run one after another, like a Phoenix
    * channel process, so a client's pushes are stored in the order it sent them. */
-  onText(text: string): void {
+  onText(text: string): Promise<void> | undefined {
     this.#armHeartbeat();
     this.#floods = 0;
     let message: PhoenixMessage;
@@ -86,6 +86,7 @@ class PhoenixSocket implements SocketProtocol {
     this.#inOrder = this.#inOrder.then(() =>
       this.#dispatch(message).catch((error: unknown) => this.#fail(message, asChatError(error))),
     );
+    return this.#inOrder;
   }
 
   onBinary(): void {
