@@ -94,6 +94,8 @@ export interface Cluster {
   stopNode(index: number, signal?: NodeJS.Signals): Promise<void>;
   addNode(): Promise<NodeHandle>;
   stopRedis(signal?: NodeJS.Signals): Promise<void>;
+  /** SIGSTOP stalls Redis with its connections open (a hung server); SIGCONT resumes it. */
+  signalRedis(signal: "SIGSTOP" | "SIGCONT"): void;
   startRedis(): Promise<void>;
   stopReplica(): Promise<void>;
   startReplica(): Promise<void>;
@@ -301,6 +303,10 @@ class LocalCluster implements Cluster {
 
   async stopRedis(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
     await this.#redis?.stop(signal);
+  }
+
+  signalRedis(signal: "SIGSTOP" | "SIGCONT"): void {
+    this.#redis?.kill(signal);
   }
 
   async startPrimary(): Promise<void> {

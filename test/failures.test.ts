@@ -84,6 +84,31 @@ describe("failures", () => {
     receiver.close();
   });
 
+  it("a stalled Redis (SIGSTOP) leaves /readyz quick and ready, degraded: the gateway keeps every node", async () => {
+    cluster.signalRedis("SIGSTOP");
+    try {
+      await sleep(200);
+      const started = Date.now();
+      const response = await fetch(`${cluster.nodeUrl(0)}/readyz`);
+      expect(Date.now() - started).toBeLessThan(1000); // the gateway's HEALTH_TIMEOUT_MS
+      expect(response.status).toBe(200);
+      expect(await response.json()).toMatchObject({
+        status: "degraded",
+        checks: { primary: true, redis: false },
+      });
+    } finally {
+      cluster.signalRedis("SIGCONT");
+    }
+    await expect
+      .poll(
+        async () =>
+          ((await (await fetch(`${cluster.nodeUrl(0)}/readyz`)).json()) as { status: string })
+            .status,
+        { timeout: 10_000 },
+      )
+      .toBe("ok");
+  });
+
   it("replica stopped: history is still served, from the primary", async () => {
     const room = freshRoom("replica");
     for (let i = 0; i < 5; i++) await sendReliably(anyLiveNode, room, `r${i}`, randomUUID());

@@ -31,7 +31,8 @@ export function writeRun(
 
 /** A markdown table from a header row and rows of cells. */
 export function markdownTable(header: string[], rows: Array<Array<string | number>>): string {
-  const line = (cells: Array<string | number>) => `| ${cells.join(" | ")} |`;
+  const cell = (value: string | number) => (Number.isNaN(value) ? "—" : value);
+  const line = (cells: Array<string | number>) => `| ${cells.map(cell).join(" | ")} |`;
   return [line(header), line(header.map(() => "---")), ...rows.map(line)].join("\n");
 }
 

@@ -31,7 +31,8 @@ export interface RampResult extends ClientCounts {
   ratePerSecond: number;
   durationS: number;
   /** One message sent while all are connected, until each client has it (ms). */
-  broadcast: { received: number; p50: number; p99: number; max: number };
+  /** `error` says why no message went out (the run is reported all the same). */
+  broadcast: { received: number; p50: number; p99: number; max: number; error?: string };
   cpuSeconds: Record<string, number>;
   nodeRssMb: number[];
   /** Accepted connections, one sample a second. */
@@ -184,14 +185,8 @@ async function timeBroadcast(
   const marker = `${prefix}0`;
   await setMarker(workers, prefix);
   const sentAt = process.hrtime.bigint();
-  const response = await fetch(
-    `${cluster.gatewayUrl ?? cluster.nodeUrl(0)}/api/rooms/chat/messages`,
-    {
-      method: "POST",
-      body: JSON.stringify({ body: marker, client_id: marker }),
-    },
-  );
-  if (!response.ok) throw new Error(`the broadcast send failed: ${response.status}`);
+  const error = await sendMarker(cluster.gatewayUrl ?? cluster.nodeUrl(0), marker);
+  if (error) return { received: 0, p50: Number.NaN, p99: Number.NaN, max: Number.NaN, error };
   const deadline = Date.now() + 60_000;
   let arrivals: bigint[] = [];
   while (Date.now() < deadline) {
@@ -209,6 +204,29 @@ async function timeBroadcast(
   };
 }
 
+/**
+ * Sends the timed message; retried with the same client_id (stored once) while the system
+ * answers 5xx, since a saturated run is still worth reporting. Returns why it failed, if so.
+ */
+async function sendMarker(base: string, marker: string): Promise<string | undefined> {
+  let failure = "";
+  for (let attempt = 0; attempt < 5; attempt++) {
+    try {
+      const response = await fetch(`${base}/api/rooms/chat/messages`, {
+        method: "POST",
+        body: JSON.stringify({ body: marker, client_id: marker }),
+      });
+      if (response.ok) return undefined;
+      failure = `the broadcast send failed: ${response.status} ${await response.text()}`;
+      if (response.status < 500) break;
+    } catch (error) {
+      failure = `the broadcast send failed: ${String(error)}`;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+  return failure;
+}
+
 function processCpu(cluster: Cluster, generators: WorkerReport[]): Record<string, number> {
   const cpu: Record<string, number> = {};
   for (const node of cluster.nodes) if (node.pid) cpu[`node-${node.index}`] = cpuSeconds(node.pid);
@@ -220,7 +238,9 @@ function processCpu(cluster: Cluster, generators: WorkerReport[]): Record<string
 async function nodeMemory(cluster: Cluster): Promise<number[]> {
   return Promise.all(
     cluster.nodes.map(async (node) => {
-      const text = await (await fetch(`${node.url}/metrics`)).text();
+      const text = await fetch(`${node.url}/metrics`, { signal: AbortSignal.timeout(10_000) })
+        .then((response) => response.text())
+        .catch(() => ""); // a node too busy to answer shows 0 rather than ending the run
       const line = text.split("\n").find((l) => l.startsWith("chat_process_resident_memory_bytes"));
       return Math.round(Number(line?.split(" ").at(-1) ?? 0) / 1e6);
     }),
@@ -261,7 +281,7 @@ export function rampTable(results: RampResult[]): string {
         r.broadcast.p50,
         r.broadcast.p99,
         r.broadcast.max,
-        `${r.broadcast.received}/${r.accepted}`,
+        r.broadcast.error ?? `${r.broadcast.received}/${r.accepted}`,
         `${nodesCpu.toFixed(1)} / ${(r.cpuSeconds.gateway ?? 0).toFixed(1)} / ${(r.cpuSeconds.generators ?? 0).toFixed(1)}`,
         r.nodeRssMb.join(", "),
       ];
