@@ -64,13 +64,22 @@ export class UpstreamPool {
       if (!this.#upstreams.has(address)) this.#upstreams.set(address, new Upstream(address));
   }
 
-  /** Two random candidates among those taking new work, not in `exclude`; the less loaded wins. */
+  /**
+   * Two random candidates among those taking new work, not in `exclude`; the less loaded
+   * wins. When no upstream passes its checks (panic mode, as Envoy's), the checks are more
+   * likely wrong — overload slows every /readyz at once — than every node dead: those
+   * failing them are tried rather than refusing everyone. Draining and ejected ones are not.
+   */
   pick(
     kind: "request" | "stream",
     exclude: ReadonlySet<Upstream> = new Set(),
   ): Upstream | undefined {
     const now = Date.now();
-    const candidates = this.all.filter((u) => u.state(now) === "healthy" && !exclude.has(u));
+    const states = new Map(this.all.map((u) => [u, u.state(now)]));
+    const panic = ![...states.values()].includes("healthy");
+    const candidates = this.all.filter(
+      (u) => !exclude.has(u) && states.get(u) === (panic ? "down" : "healthy"),
+    );
     if (candidates.length === 0) return undefined;
     const a = candidates[Math.floor(Math.random() * candidates.length)];
     const b = candidates[Math.floor(Math.random() * candidates.length)];

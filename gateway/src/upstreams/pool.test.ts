@@ -1,0 +1,45 @@
+import { describe, expect, it } from "vitest";
+import { UpstreamPool } from "./pool.ts";
+
+function pool(addresses: string[]) {
+  const created = new UpstreamPool({ slowStartMs: 0, ejectBaseMs: 1000, ejectMaxMs: 30_000 });
+  created.update(addresses);
+  return created;
+}
+
+const picks = (p: UpstreamPool, times = 200) =>
+  new Set(Array.from({ length: times }, () => p.pick("stream")?.address));
+
+describe("UpstreamPool.pick", () => {
+  it("only picks upstreams passing their checks while any does", () => {
+    const p = pool(["a:1", "b:1", "c:1"]);
+    const [a, b, c] = p.all;
+    if (!a || !b || !c) throw new Error("three upstreams expected");
+    a.checked = "ready";
+    b.checked = "down";
+    c.checked = "down";
+    expect(picks(p)).toEqual(new Set(["a:1"]));
+  });
+
+  it("panics when every upstream fails its checks: the failing ones are tried, not refused", () => {
+    const p = pool(["a:1", "b:1", "c:1"]);
+    for (const upstream of p.all) upstream.checked = "down";
+    expect(picks(p)).toEqual(new Set(["a:1", "b:1", "c:1"]));
+    const [a] = p.all;
+    if (!a) throw new Error("an upstream expected");
+    expect(p.pick("request", new Set(p.all.filter((u) => u !== a)))?.address).toBe("a:1");
+  });
+
+  it("never panics into draining or ejected upstreams", () => {
+    const p = pool(["a:1", "b:1", "c:1"]);
+    const [a, b, c] = p.all;
+    if (!a || !b || !c) throw new Error("three upstreams expected");
+    a.checked = "draining";
+    b.checked = "down";
+    c.checked = "down";
+    p.eject(c);
+    expect(picks(p)).toEqual(new Set(["b:1"]));
+    b.checked = "draining";
+    expect(p.pick("stream")).toBeUndefined();
+  });
+});
