@@ -7,14 +7,20 @@ function pool(addresses: string[]) {
   return created;
 }
 
+/** A pool of a:1, b:1 and c:1, with its upstreams. */
+function three() {
+  const p = pool(["a:1", "b:1", "c:1"]);
+  const [a, b, c] = p.all;
+  if (!a || !b || !c) throw new Error("three upstreams expected");
+  return { p, a, b, c };
+}
+
 const picks = (p: UpstreamPool, times = 200) =>
   new Set(Array.from({ length: times }, () => p.pick("stream")?.address));
 
 describe("UpstreamPool.pick", () => {
   it("only picks upstreams passing their checks while any does", () => {
-    const p = pool(["a:1", "b:1", "c:1"]);
-    const [a, b, c] = p.all;
-    if (!a || !b || !c) throw new Error("three upstreams expected");
+    const { p, a, b, c } = three();
     a.checked = "ready";
     b.checked = "down";
     c.checked = "down";
@@ -22,18 +28,14 @@ describe("UpstreamPool.pick", () => {
   });
 
   it("panics when every upstream fails its checks: the failing ones are tried, not refused", () => {
-    const p = pool(["a:1", "b:1", "c:1"]);
+    const { p, a } = three();
     for (const upstream of p.all) upstream.checked = "down";
     expect(picks(p)).toEqual(new Set(["a:1", "b:1", "c:1"]));
-    const [a] = p.all;
-    if (!a) throw new Error("an upstream expected");
     expect(p.pick("request", new Set(p.all.filter((u) => u !== a)))?.address).toBe("a:1");
   });
 
   it("never panics into draining or ejected upstreams", () => {
-    const p = pool(["a:1", "b:1", "c:1"]);
-    const [a, b, c] = p.all;
-    if (!a || !b || !c) throw new Error("three upstreams expected");
+    const { p, a, b, c } = three();
     a.checked = "draining";
     b.checked = "down";
     c.checked = "down";
