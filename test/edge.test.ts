@@ -109,6 +109,17 @@ describe("edge cache", () => {
     expect(hits("/fresh")).toBe(1);
   });
 
+  it("a client's own Cache-Control or Pragma: no-cache still reaches the origin", async () => {
+    routes.set("/asked", serve("asked", { "cache-control": "public, max-age=60" }));
+    await get("/asked");
+    expect((await get("/asked")).headers["x-cache"]).toBe("HIT");
+    expect(hits("/asked")).toBe(1);
+    await get("/asked", { "cache-control": "no-cache" });
+    await get("/asked", { "cache-control": "max-age=0" });
+    await get("/asked", { pragma: "no-cache" });
+    expect(hits("/asked")).toBe(4);
+  });
+
   it("collapses 200 concurrent misses into one origin fetch", async () => {
     routes.set("/popular", serve("popular", { "cache-control": "public, max-age=60" }, 300));
     const responses = await Promise.all(Array.from({ length: 200 }, () => get("/popular")));

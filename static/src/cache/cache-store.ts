@@ -8,6 +8,10 @@ export interface CachedObject {
   url: string;
   tags: string[];
   policy: CachePolicy;
+  /** Epoch ms until which the policy serves it without revalidation, and the Host it was
+   * stored for: a plain request within that time is a hit without asking the policy again. */
+  freshUntil: number;
+  host: string | undefined;
   status: number;
   /** The origin's headers, minus hop-by-hop and framing (length and encoding are the edge's). */
   headers: Record<string, string>;
@@ -56,6 +60,7 @@ export class CacheStore {
   /** The key a request maps to, given what the URL's stored responses vary on. */
   keyFor(url: string, headers: Record<string, string | string[] | undefined>): string {
     const vary = this.#varyByUrl.get(url) ?? [];
+    if (vary.length === 0) return url;
     return [url, ...vary.map((name) => `${name}=${String(headers[name] ?? "")}`)].join("\n");
   }
 

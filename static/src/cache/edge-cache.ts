@@ -56,17 +56,17 @@ export class EdgeCache {
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = req.url ?? "/";
+    const key = this.#store.keyFor(url, req.headers);
+    const cached = this.#store.get(key);
+    if (cached && isPlainHit(req, cached)) return this.#sendCached(req, res, cached, HIT);
     const policyRequest: PolicyRequest = {
       method: req.method ?? "GET",
       url,
       headers: cacheRequestHeaders(req),
     };
-    const key = this.#store.keyFor(url, req.headers);
-    const cached = this.#store.get(key);
     if (cached) {
       const evaluation = cached.policy.evaluateRequest(policyRequest);
-      if (evaluation.response && !evaluation.revalidation)
-        return this.#send(req, res, cached, { kind: "hit" });
+      if (evaluation.response && !evaluation.revalidation) return this.#send(req, res, cached, HIT);
       if (evaluation.response && evaluation.revalidation && !evaluation.revalidation.synchronous) {
         void this.#revalidate(key, cached, policyRequest, req).catch((error: unknown) =>
           this.#log.warn({ err: error, url }, "background revalidation failed"),
@@ -160,6 +160,7 @@ export class EdgeCache {
       const refreshed: CachedObject = {
         ...cached,
         policy,
+        freshUntil: freshUntil(policy),
         headers: { ...cached.headers, ...storableHeaders(policy.responseHeaders()) },
         hitHeaders: undefined,
       };
@@ -193,6 +194,8 @@ export class EdgeCache {
         .split(/\s+/)
         .filter(Boolean),
       policy,
+      freshUntil: freshUntil(policy),
+      host: req.headers.host,
       status: response.status,
       headers: storableHeaders(response.headers),
       body: response.body,
@@ -311,6 +314,26 @@ function hitHeaders(object: CachedObject, encoding: Encoding, body: Buffer): str
   const flat = Object.entries(headers).flat();
   object.hitHeaders = { ...object.hitHeaders, [encoding]: flat };
   return flat;
+}
+
+const HIT: Outcome = { kind: "hit" };
+
+/** When the policy's freshness lifetime ends (timeToLive() would add the stale windows). */
+function freshUntil(policy: CachePolicy): number {
+  return Date.now() + Math.max(0, policy.maxAge() - policy.age()) * 1000;
+}
+
+/**
+ * A fresh object asked for with no cache directives, on the Host it was stored for (the key
+ * already matched its Vary): the policy's answer would be a hit, so it is not asked again.
+ */
+function isPlainHit(req: IncomingMessage, object: CachedObject): boolean {
+  return (
+    Date.now() < object.freshUntil &&
+    req.headers["cache-control"] === undefined &&
+    req.headers.pragma === undefined &&
+    req.headers.host === object.host
+  );
 }
 
 /** The request as the cache policy sees it: encoding and the client's conditionals are the edge's business. */
