@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, rmSync } from "node:fs";
+import { chmodSync, cpSync, mkdirSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -62,6 +62,8 @@ export interface ClusterOptions {
   prometheus?: boolean | { scrapeInterval?: string };
   /** Delete dataDir on stop (tests use a temp folder). */
   removeDataOnStop?: boolean;
+  /** Copy the processes' logs here on stop, before dataDir is deleted (benchmark runs). */
+  keepLogsIn?: string;
   log?: (line: string) => void;
 }
 
@@ -341,8 +343,9 @@ class LocalCluster implements Cluster {
     await this.stopReplica();
     await this.stopPrimary();
     await this.stopRedis();
-    if (this.#parts.options.removeDataOnStop)
-      rmSync(this.dataDir, { recursive: true, force: true });
+    const { keepLogsIn, removeDataOnStop } = this.#parts.options;
+    if (keepLogsIn) cpSync(join(this.dataDir, "logs"), keepLogsIn, { recursive: true });
+    if (removeDataOnStop) rmSync(this.dataDir, { recursive: true, force: true });
   }
 
   #node(index: number): ChatNodeProcess {

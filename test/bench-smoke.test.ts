@@ -1,6 +1,7 @@
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { cdnPlot, cdnTable, runPageLoads } from "../bench/src/cdn/page-load.ts";
 import { fanoutPlot, fanoutTable, runFanout } from "../bench/src/fanout/fanout.ts";
 import { peerPlot, peerTable, runPeer } from "../bench/src/fanout/peers.ts";
@@ -173,7 +174,10 @@ describe("benchmarks, smoke-sized", () => {
   }
 });
 
-const tmpRun = (name: string) => join("/tmp", `chat-bench-smoke-${process.pid}-${name}`);
+/** Each smoke run writes under one temporary folder, removed at the end. */
+const smokeRoot = mkdtempSync(join(tmpdir(), "chat-bench-smoke-"));
+afterAll(() => rmSync(smokeRoot, { recursive: true, force: true }));
+const tmpRun = (name: string) => join(smokeRoot, name);
 
 function expectFiles(dir: string, mention: string) {
   for (const file of ["result.json", "plot.svg", "table.md"])

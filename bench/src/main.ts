@@ -15,7 +15,7 @@ import {
   peerTable,
   runPeer,
 } from "./fanout/peers.ts";
-import { barChart, writeRun } from "./output.ts";
+import { barChart, runDir, writeRun } from "./output.ts";
 import { benchEdge, benchGateway, type ProxyBenchResult, proxyTable } from "./proxies/proxies.ts";
 import { type RampResult, type RampTarget, rampPlot, rampTable, runRamp } from "./ramp/ramp.ts";
 import { runTsung, type TsungResult, type TsungScenario, tsungTable } from "./tsung/tsung.ts";
@@ -153,6 +153,8 @@ async function ramp(): Promise<void> {
           generators: flags.generators,
           gatewayNodes: flags["gateway-nodes"],
           gatewayWorkers: flags["gateway-workers"],
+          // A saturated run is diagnosed from its processes' logs.
+          keepLogsIn: runDir(`ramp-logs-${target}-${ratePerSecond}`),
           say,
         }),
       );

@@ -11,16 +11,21 @@ export interface Series {
 }
 
 /** Writes result.json, plot.svg and table.md for one run; returns the folder. */
+/** bench-results/<name>-<timestamp>: where a run's files go. */
+export function runDir(name: string): string {
+  return join(
+    REPO_ROOT,
+    "bench-results",
+    `${name}-${new Date().toISOString().replace(/[:.]/g, "-")}`,
+  );
+}
+
 export function writeRun(
   name: string,
   result: unknown,
   table: string,
   svg: string,
-  dir = join(
-    REPO_ROOT,
-    "bench-results",
-    `${name}-${new Date().toISOString().replace(/[:.]/g, "-")}`,
-  ),
+  dir = runDir(name),
 ): string {
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, "result.json"), `${JSON.stringify(result, null, 2)}\n`);

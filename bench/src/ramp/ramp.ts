@@ -23,6 +23,8 @@ export interface RampOptions {
   gatewayWorkers?: number;
   /** Pins the generators (taskset); one-node runs keep them off the node's core. */
   generatorCores?: string;
+  /** Copies the nodes', gateway's, Postgres's and Redis's logs here when the run ends. */
+  keepLogsIn?: string;
   say?: (line: string) => void;
 }
 
@@ -76,13 +78,14 @@ export async function runRamp(options: RampOptions): Promise<RampResult> {
 
 export async function startTarget(
   target: RampTarget,
-  shape: { gatewayNodes?: number; gatewayWorkers?: number } = {},
+  shape: { gatewayNodes?: number; gatewayWorkers?: number; keepLogsIn?: string } = {},
 ): Promise<Cluster> {
   const common = {
     dataDir: await mkdtemp(join(tmpdir(), "chat-bench-")),
     ports: "auto" as const,
     nodeOutput: "pipe-to-file" as const,
     removeDataOnStop: true,
+    keepLogsIn: shape.keepLogsIn,
   };
   if (target === "gateway") {
     // Each proxied client costs the gateway two sockets: each worker must stay under the
