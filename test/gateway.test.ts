@@ -231,6 +231,30 @@ describe("the gateway", () => {
     expect((await status()).upstreams.length).toBeGreaterThanOrEqual(3);
   });
 
+  it("when every node fails its checks (Postgres down), it still routes to them: panic, not 503 for all", async () => {
+    const live = cluster.nodes.filter((n) => n.running).length;
+    await cluster.stopReplica();
+    await cluster.stopPrimary();
+    try {
+      await expect
+        .poll(async () => (await status()).upstreams.filter((u) => u.state === "down").length, {
+          timeout: 15_000,
+        })
+        .toBe(live);
+      const response = await fetch(`${gateway}/healthz`);
+      expect(response.status).toBe(200);
+      expect(response.headers.get("x-chat-node")).toMatch(/^node-/);
+    } finally {
+      await cluster.startPrimary();
+      await cluster.startReplica();
+    }
+    await expect
+      .poll(async () => (await status()).upstreams.filter((u) => u.state === "healthy").length, {
+        timeout: 30_000,
+      })
+      .toBe(live);
+  });
+
   it("with no node reachable it answers 503 JSON, without a stack trace", async () => {
     const running = cluster.nodes.filter((n) => n.running).map((n) => n.index);
     await Promise.all(running.map((i) => cluster.stopNode(i, "SIGKILL")));

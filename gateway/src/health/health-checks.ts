@@ -31,7 +31,7 @@ export function startHealthChecks(
           res.on("end", () => {
             set(
               upstream,
-              res.statusCode === 200 ? "ready" : body.includes("draining") ? "draining" : "down",
+              res.statusCode === 200 ? "ready" : drainingIn(body) ? "draining" : "down",
             );
             resolve();
           });
@@ -61,4 +61,16 @@ export function startHealthChecks(
   return () => {
     stopped = true;
   };
+}
+
+/**
+ * A node's /readyz says `"status": "draining"` while it drains. Its body always names the
+ * `draining` check, so only the status counts: a node failing for another reason is down.
+ */
+function drainingIn(body: string): boolean {
+  try {
+    return (JSON.parse(body) as { status?: unknown }).status === "draining";
+  } catch {
+    return false;
+  }
 }
