@@ -10,7 +10,7 @@ import {
   seqs,
   sleep,
 } from "./support/clients.ts";
-import { freshRoom, liveNodes, useCluster } from "./support/cluster.ts";
+import { freshRoom, liveNodes, metric, useCluster } from "./support/cluster.ts";
 
 // A slow regular sweep, so only the Redis-down fallback and the catch-up on reconnect can deliver.
 const cluster = await useCluster({ nodes: 3, nodeEnv: { SWEEP_INTERVAL_MS: "60000" } });
@@ -22,14 +22,6 @@ async function chatter(room: string, count: number, intervalMs = 20): Promise<vo
     await sendReliably(anyLiveNode, room, `m${i}`, randomUUID());
     await sleep(intervalMs);
   }
-}
-
-async function metric(url: string, name: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  return text
-    .split("\n")
-    .filter((line) => line.startsWith(name))
-    .reduce((sum, line) => sum + Number(line.split(" ").at(-1)), 0);
 }
 
 describe("failures", () => {

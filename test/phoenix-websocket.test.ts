@@ -3,7 +3,7 @@ import type { Message } from "@chat/shared";
 import { Presence } from "phoenix";
 import { afterEach, describe, expect, it } from "vitest";
 import { fixed, history, range, roundRobin, seqs, sleep } from "./support/clients.ts";
-import { freshRoom, liveNodes, storedSeqs, useCluster } from "./support/cluster.ts";
+import { freshRoom, liveNodes, metric, storedSeqs, useCluster } from "./support/cluster.ts";
 import { joinRoom, type PhoenixClient, phoenixClient, push } from "./support/phoenix.ts";
 
 const cluster = await useCluster({
@@ -167,6 +167,39 @@ describe("Phoenix Channels", () => {
     } finally {
       await cluster.startNode(2);
     }
+  });
+
+  it("a node that stalls past PRESENCE_DEAD_AFTER_MS loses its people's presence and lists them again when it resumes, counted on both sides", async () => {
+    const topic = `room:${freshRoom("stall")}`;
+    const watcher = client(fixed(cluster.nodeUrl(0))).socket;
+    const channel = watcher.channel(topic, {});
+    const presence = new Presence(channel);
+    let count = 0;
+    presence.onSync(() => {
+      count = presence.list().length;
+    });
+    await new Promise((resolve) => channel.join().receive("ok", resolve));
+    const response = await fetch(`${cluster.nodeUrl(1)}/api/session`, {
+      method: "POST",
+      body: JSON.stringify({ name: "ann" }),
+    });
+    const { token } = (await response.json()) as { token: string };
+    await joinRoom(client(fixed(cluster.nodeUrl(1)), { params: { token } }).socket, topic).joined;
+    await expect.poll(() => count, { timeout: 10_000 }).toBe(2);
+    const reaped = await metric(cluster.nodeUrl(0), "chat_presence_reaped_total");
+    const retracked = await metric(cluster.nodeUrl(1), "chat_presence_retracked_total");
+    const pid = cluster.nodes[1]?.pid ?? 0;
+    process.kill(pid, "SIGSTOP");
+    try {
+      await expect.poll(() => count, { timeout: 8000 }).toBe(1);
+    } finally {
+      process.kill(pid, "SIGCONT");
+    }
+    await expect.poll(() => count, { timeout: 10_000 }).toBe(2);
+    expect(await metric(cluster.nodeUrl(0), "chat_presence_reaped_total")).toBeGreaterThan(reaped);
+    expect(await metric(cluster.nodeUrl(1), "chat_presence_retracked_total")).toBeGreaterThan(
+      retracked,
+    );
   });
 
   it("clients resume after the node they were on is killed: nothing lost, nothing doubled", async () => {

@@ -132,6 +132,16 @@ export function createNodeMetrics(nodeId: string) {
       labelNames: ["reason"] as const,
       registers,
     }),
+    presenceReaped: new Counter({
+      name: "chat_presence_reaped_total",
+      help: "Presence entries this node removed because their owner stopped heartbeating",
+      registers,
+    }),
+    presenceRetracked: new Counter({
+      name: "chat_presence_retracked_total",
+      help: "Times this node found itself presumed dead (its alive key gone) and re-listed its people",
+      registers,
+    }),
     draining: new Gauge({
       name: "chat_draining",
       help: "1 once the node has started draining",

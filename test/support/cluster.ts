@@ -49,3 +49,12 @@ export async function storedSeqs(cluster: Cluster, room: string): Promise<number
     await client.end();
   }
 }
+
+/** A node's metric, summed over its label sets. */
+export async function metric(url: string, name: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return text
+    .split("\n")
+    .filter((line) => line.startsWith(name))
+    .reduce((sum, line) => sum + Number(line.split(" ").at(-1)), 0);
+}

@@ -184,7 +184,13 @@ export class Presence {
   }
 
   /** Puts this node's entries back after Redis lost them, announcing them as joins again. */
+  /** Each time costs every member of those rooms a diff: a lagging node makes presence flap. */
   async #retrackMine(): Promise<void> {
+    this.#metrics.presenceRetracked.inc();
+    this.#log.warn(
+      { entries: this.#mine.size },
+      "presumed dead by peers (alive key gone); re-listing this node's people",
+    );
     for (const { room, entry } of this.#mine.values()) {
       await this.#redis.hset(entriesKey(room), entry.meta.phx_ref, JSON.stringify(entry));
       this.#announce(room, [entry], []);
@@ -206,8 +212,17 @@ export class Presence {
   async #reap(room: string): Promise<void> {
     const entries = await this.#entries(room);
     const alive = await this.#aliveOwners(entries);
-    const dead = entries.filter((e) => !alive.has(e.owner)).map((e) => e.meta.phx_ref);
-    if (dead.length > 0) await this.#remove(room, dead);
+    const dead = entries.filter((e) => !alive.has(e.owner));
+    if (dead.length === 0) return;
+    this.#metrics.presenceReaped.inc(dead.length);
+    this.#log.warn(
+      { room, entries: dead.length, owners: [...new Set(dead.map((e) => e.owner))] },
+      "removing presence of owners that stopped heartbeating",
+    );
+    await this.#remove(
+      room,
+      dead.map((e) => e.meta.phx_ref),
+    );
   }
 
   async #entries(room: string): Promise<Entry[]> {
