@@ -4,6 +4,7 @@ import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { launchChromium } from "../cluster/chromium.ts";
 import { REPO_ROOT } from "../cluster/launcher.ts";
+import { sendReliably } from "./support/clients.ts";
 import { freshRoom, useCluster } from "./support/cluster.ts";
 
 /**
@@ -61,6 +62,11 @@ describe.each(["websocket", "longpoll", "sse", "polling"])(
       const edgePage = await openChat(cluster.edgeUrl ?? "", room, transport, "ada");
       const nodePage = await openChat(cluster.nodeUrl(1), room, transport, "bo");
       await say(edgePage, "hello from the edge page");
+      // Stored before the second page speaks: the two sends race otherwise, and the order
+      // asserted below is the order of their seqs.
+      await expect
+        .poll(() => texts(nodePage), { timeout: 15_000 })
+        .toEqual(["hello from the edge page"]);
       await say(nodePage, "<script>window.pwned = true</script><b>bold?</b>");
       for (const page of [edgePage, nodePage]) {
         await expect
@@ -94,10 +100,7 @@ describe.each(["websocket", "longpoll", "sse", "polling"])(
       const total = 30;
       const sending = (async () => {
         for (let i = 0; i < total; i++) {
-          await fetch(`${cluster.gatewayUrl}/api/rooms/${room}/messages`, {
-            method: "POST",
-            body: JSON.stringify({ body: `m${i}`, client_id: `${room}-${i}` }),
-          });
+          await sendReliably(() => cluster.gatewayUrl ?? "", room, `m${i}`, `${room}-${i}`);
           await new Promise((resolve) => setTimeout(resolve, 40));
         }
       })();
