@@ -236,14 +236,13 @@ describe("the gateway", () => {
     await cluster.stopReplica();
     await cluster.stopPrimary();
     try {
+      const anyHealthy = async () => (await status()).upstreams.some((u) => u.state === "healthy");
+      await expect.poll(anyHealthy, { timeout: 15_000 }).toBe(false);
+      // Nodes passively ejected earlier in this file may sit out their backoff first.
       await expect
-        .poll(async () => (await status()).upstreams.filter((u) => u.state === "down").length, {
-          timeout: 15_000,
-        })
-        .toBe(live);
-      const response = await fetch(`${gateway}/healthz`);
-      expect(response.status).toBe(200);
-      expect(response.headers.get("x-chat-node")).toMatch(/^node-/);
+        .poll(async () => (await fetch(`${gateway}/healthz`)).status, { timeout: 30_000 })
+        .toBe(200);
+      expect(await anyHealthy()).toBe(false);
     } finally {
       await cluster.startPrimary();
       await cluster.startReplica();

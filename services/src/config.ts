@@ -23,7 +23,7 @@ export const nodeConfigSchema = z.object({
   PG_CONNECT_TIMEOUT_MS: env.int(2000, 100),
   PG_STATEMENT_TIMEOUT_MS: env.int(5000, 100),
   /** Each dependency check of /readyz (Postgres, Redis): slower counts as failed. */
-  READY_CHECK_TIMEOUT_MS: env.int(500, 10, 60_000),
+  READY_CHECK_TIMEOUT_MS: env.int(800, 10, 60_000),
   /** How long a failed replica is left alone before reads try it again. */
   REPLICA_RETRY_MS: env.int(2000, 100),
   /** How often a node asks both servers which takes writes (finds a promoted replica) and
