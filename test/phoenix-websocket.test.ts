@@ -20,6 +20,33 @@ afterEach(() => {
   for (const { socket } of clients.splice(0)) socket.disconnect();
 });
 
+/** Joins `topic` on node 0 as a guest and follows its presence: the names listed, and how many people. */
+async function watchPresence(topic: string) {
+  const channel = client(fixed(cluster.nodeUrl(0))).socket.channel(topic, {});
+  const presence = new Presence(channel);
+  let names: string[] = [];
+  let people = 0;
+  presence.onSync(() => {
+    people = presence.list().length;
+    names = presence
+      .list((_id: string, { metas }: { metas: { name: string }[] }) => metas.map((m) => m.name))
+      .flat()
+      .sort();
+  });
+  await new Promise((resolve) => channel.join().receive("ok", resolve));
+  return { names: () => names, people: () => people };
+}
+
+/** A signed-in user called `name`, joined to `topic` on node `index`. */
+async function joinAs(name: string, index: number, topic: string): Promise<void> {
+  const response = await fetch(`${cluster.nodeUrl(index)}/api/session`, {
+    method: "POST",
+    body: JSON.stringify({ name }),
+  });
+  const { token } = (await response.json()) as { token: string };
+  await joinRoom(client(fixed(cluster.nodeUrl(index)), { params: { token } }).socket, topic).joined;
+}
+
 describe.each(["2.0.0", "1.0.0"] as const)(
   "Phoenix Channels over WebSocket, serializer %s",
   (vsn) => {
@@ -140,30 +167,13 @@ describe("Phoenix Channels", () => {
 
   it("presence across nodes in Phoenix Presence's format; a killed node's users disappear", async () => {
     const topic = `room:${freshRoom("presence")}`;
-    const watcher = client(fixed(cluster.nodeUrl(0))).socket;
-    const channel = watcher.channel(topic, {});
-    const presence = new Presence(channel);
-    let names: string[] = [];
-    presence.onSync(() => {
-      names = presence
-        .list((_id: string, { metas }: { metas: { name: string }[] }) => metas.map((m) => m.name))
-        .flat()
-        .sort();
-    });
-    await new Promise((resolve) => channel.join().receive("ok", resolve));
-
-    const response = await fetch(`${cluster.nodeUrl(2)}/api/session`, {
-      method: "POST",
-      body: JSON.stringify({ name: "zoe" }),
-    });
-    const session = (await response.json()) as { token: string };
-    const zoe = client(fixed(cluster.nodeUrl(2)), { params: { token: session.token } }).socket;
-    await joinRoom(zoe, topic).joined;
-    await expect.poll(() => names, { timeout: 10_000 }).toEqual(["guest", "zoe"]);
+    const watcher = await watchPresence(topic);
+    await joinAs("zoe", 2, topic);
+    await expect.poll(watcher.names, { timeout: 10_000 }).toEqual(["guest", "zoe"]);
 
     await cluster.stopNode(2, "SIGKILL");
     try {
-      await expect.poll(() => names, { timeout: 8000 }).toEqual(["guest"]);
+      await expect.poll(watcher.names, { timeout: 8000 }).toEqual(["guest"]);
     } finally {
       await cluster.startNode(2);
     }
@@ -171,31 +181,19 @@ describe("Phoenix Channels", () => {
 
   it("a node that stalls past PRESENCE_DEAD_AFTER_MS loses its people's presence and lists them again when it resumes, counted on both sides", async () => {
     const topic = `room:${freshRoom("stall")}`;
-    const watcher = client(fixed(cluster.nodeUrl(0))).socket;
-    const channel = watcher.channel(topic, {});
-    const presence = new Presence(channel);
-    let count = 0;
-    presence.onSync(() => {
-      count = presence.list().length;
-    });
-    await new Promise((resolve) => channel.join().receive("ok", resolve));
-    const response = await fetch(`${cluster.nodeUrl(1)}/api/session`, {
-      method: "POST",
-      body: JSON.stringify({ name: "ann" }),
-    });
-    const { token } = (await response.json()) as { token: string };
-    await joinRoom(client(fixed(cluster.nodeUrl(1)), { params: { token } }).socket, topic).joined;
-    await expect.poll(() => count, { timeout: 10_000 }).toBe(2);
+    const watcher = await watchPresence(topic);
+    await joinAs("ann", 1, topic);
+    await expect.poll(watcher.people, { timeout: 10_000 }).toBe(2);
     const reaped = await metric(cluster.nodeUrl(0), "chat_presence_reaped_total");
     const retracked = await metric(cluster.nodeUrl(1), "chat_presence_retracked_total");
     const pid = cluster.nodes[1]?.pid ?? 0;
     process.kill(pid, "SIGSTOP");
     try {
-      await expect.poll(() => count, { timeout: 8000 }).toBe(1);
+      await expect.poll(watcher.people, { timeout: 8000 }).toBe(1);
     } finally {
       process.kill(pid, "SIGCONT");
     }
-    await expect.poll(() => count, { timeout: 10_000 }).toBe(2);
+    await expect.poll(watcher.people, { timeout: 10_000 }).toBe(2);
     expect(await metric(cluster.nodeUrl(0), "chat_presence_reaped_total")).toBeGreaterThan(reaped);
     expect(await metric(cluster.nodeUrl(1), "chat_presence_retracked_total")).toBeGreaterThan(
       retracked,

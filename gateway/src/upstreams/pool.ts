@@ -75,11 +75,10 @@ export class UpstreamPool {
     exclude: ReadonlySet<Upstream> = new Set(),
   ): Upstream | undefined {
     const now = Date.now();
-    const states = new Map(this.all.map((u) => [u, u.state(now)]));
-    const panic = ![...states.values()].includes("healthy");
-    const candidates = this.all.filter(
-      (u) => !exclude.has(u) && states.get(u) === (panic ? "down" : "healthy"),
-    );
+    const all = this.all;
+    const healthy = all.filter((u) => u.state(now) === "healthy");
+    const usable = healthy.length > 0 ? healthy : all.filter((u) => u.state(now) === "down");
+    const candidates = usable.filter((u) => !exclude.has(u));
     if (candidates.length === 0) return undefined;
     const a = candidates[Math.floor(Math.random() * candidates.length)];
     const b = candidates[Math.floor(Math.random() * candidates.length)];

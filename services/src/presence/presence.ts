@@ -183,8 +183,10 @@ export class Presence {
     );
   }
 
-  /** Puts this node's entries back after Redis lost them, announcing them as joins again. */
-  /** Each time costs every member of those rooms a diff: a lagging node makes presence flap. */
+  /**
+   * Puts this node's entries back after Redis lost them or peers presumed it dead, announcing
+   * them as joins again: each time costs every member a diff, so a lagging node makes presence flap.
+   */
   async #retrackMine(): Promise<void> {
     this.#metrics.presenceRetracked.inc();
     this.#log.warn(
