@@ -73,6 +73,8 @@ export interface NodeHandle {
   readonly url: string;
   readonly running: boolean;
   readonly pid: number | undefined;
+  /** The end of the node's log (empty when it writes to the terminal). */
+  logTail(lines?: number): string;
 }
 
 /** Where each service of a running cluster listens, and how to break and mend it. */
@@ -397,6 +399,10 @@ class ChatNodeProcess implements NodeHandle {
 
   get pid(): number | undefined {
     return this.process.pid;
+  }
+
+  logTail(lines?: number): string {
+    return this.process.logTail(lines);
   }
 
   async start(): Promise<void> {

@@ -3,12 +3,24 @@ import type { Message } from "@chat/shared";
 import { Presence } from "phoenix";
 import { afterEach, describe, expect, it } from "vitest";
 import { fixed, history, range, roundRobin, seqs, sleep } from "./support/clients.ts";
-import { freshRoom, liveNodes, metric, storedSeqs, useCluster } from "./support/cluster.ts";
+import {
+  blockEventLoop,
+  freshRoom,
+  liveNodes,
+  metric,
+  storedSeqs,
+  useCluster,
+} from "./support/cluster.ts";
 import { joinRoom, type PhoenixClient, phoenixClient, push } from "./support/phoenix.ts";
 
 const cluster = await useCluster({
   nodes: 3,
-  nodeEnv: { PRESENCE_DEAD_AFTER_MS: "2000", PRESENCE_HEARTBEAT_MS: "300" },
+  nodeEnv: {
+    PRESENCE_DEAD_AFTER_MS: "2000",
+    PRESENCE_HEARTBEAT_MS: "300",
+    PRESENCE_STALL_LIMIT_MS: "3000",
+    NODE_OPTIONS: "--inspect-port=0", // blockEventLoop opens the inspector on a free port
+  },
 });
 const clients: PhoenixClient[] = [];
 const client = (...args: Parameters<typeof phoenixClient>) => {
@@ -38,13 +50,22 @@ async function watchPresence(topic: string) {
 }
 
 /** A signed-in user called `name`, joined to `topic` on node `index`. */
-async function joinAs(name: string, index: number, topic: string): Promise<void> {
+async function joinAs(
+  name: string,
+  index: number,
+  topic: string,
+  heartbeatIntervalMs?: number,
+): Promise<void> {
   const response = await fetch(`${cluster.nodeUrl(index)}/api/session`, {
     method: "POST",
     body: JSON.stringify({ name }),
   });
   const { token } = (await response.json()) as { token: string };
-  await joinRoom(client(fixed(cluster.nodeUrl(index)), { params: { token } }).socket, topic).joined;
+  const { socket } = client(fixed(cluster.nodeUrl(index)), {
+    params: { token },
+    heartbeatIntervalMs,
+  });
+  await joinRoom(socket, topic).joined;
 }
 
 describe.each(["2.0.0", "1.0.0"] as const)(
@@ -198,6 +219,39 @@ describe("Phoenix Channels", () => {
     expect(await metric(cluster.nodeUrl(1), "chat_presence_retracked_total")).toBeGreaterThan(
       retracked,
     );
+  });
+
+  it("a node whose event loop lags past PRESENCE_DEAD_AFTER_MS keeps its people listed: its worker thread proves it alive", async () => {
+    const topic = `room:${freshRoom("lag")}`;
+    const watcher = await watchPresence(topic);
+    // phoenix.js's default heartbeat (30 s): a 1 s one would itself reconnect across the block
+    await joinAs("bea", 1, topic, 30_000);
+    await expect.poll(watcher.people, { timeout: 10_000 }).toBe(2);
+    const reaped = await metric(cluster.nodeUrl(0), "chat_presence_reaped_total");
+    const retracked = await metric(cluster.nodeUrl(1), "chat_presence_retracked_total");
+    const seen = new Set<number>();
+    const sampler = setInterval(() => seen.add(watcher.people()), 50);
+    const node = cluster.nodes[1];
+    if (!node) throw new Error("no node 1");
+    await blockEventLoop(node, 2800); // dead-after 2 s, stall limit 3 s
+    await sleep(1500); // time for a wrong reap to land after the block
+    clearInterval(sampler);
+    expect([...seen]).toEqual([2]);
+    expect(await metric(cluster.nodeUrl(0), "chat_presence_reaped_total")).toBe(reaped);
+    expect(await metric(cluster.nodeUrl(1), "chat_presence_retracked_total")).toBe(retracked);
+  });
+
+  it("a node whose event loop is blocked past PRESENCE_STALL_LIMIT_MS stops proving itself alive: its people leave, and come back when it recovers", async () => {
+    const topic = `room:${freshRoom("wedged")}`;
+    const watcher = await watchPresence(topic);
+    await joinAs("cat", 2, topic);
+    await expect.poll(watcher.people, { timeout: 10_000 }).toBe(2);
+    const node = cluster.nodes[2];
+    if (!node) throw new Error("no node 2");
+    const blocked = blockEventLoop(node, 7000);
+    await expect.poll(watcher.people, { timeout: 7000 }).toBe(1);
+    await blocked;
+    await expect.poll(watcher.people, { timeout: 10_000 }).toBe(2);
   });
 
   it("clients resume after the node they were on is killed: nothing lost, nothing doubled", async () => {

@@ -84,6 +84,9 @@ export const nodeConfigSchema = z.object({
   /** Presence: how often a node proves it is alive, and when silent nodes' entries are dropped. */
   PRESENCE_HEARTBEAT_MS: env.int(1000, 100),
   PRESENCE_DEAD_AFTER_MS: env.int(5000, 500),
+  /** A node whose event loop stays blocked this long stops proving itself alive (its people
+   * leave); shorter lags do not, as a worker thread keeps the proof going. Phoenix: 30 s. */
+  PRESENCE_STALL_LIMIT_MS: env.int(30_000, 1000),
   /** Joins and leaves in a room go out as one presence_diff per this many ms. */
   PRESENCE_BATCH_MS: env.int(100, 0, 10_000),
   /** Most people a room's presence lists; later joiners chat but are not listed (bounded

@@ -23,7 +23,7 @@ export interface PhoenixClient {
  */
 export function phoenixClient(
   pick: NodePicker,
-  options: { vsn?: "1.0.0" | "2.0.0"; params?: object } = {},
+  options: { vsn?: "1.0.0" | "2.0.0"; params?: object; heartbeatIntervalMs?: number } = {},
 ): PhoenixClient {
   const connections: string[] = [];
   const first = pick();
@@ -32,7 +32,7 @@ export function phoenixClient(
     params: options.params ?? {},
     reconnectAfterMs: () => 100,
     rejoinAfterMs: () => 100,
-    heartbeatIntervalMs: 1000,
+    heartbeatIntervalMs: options.heartbeatIntervalMs ?? 1000,
     ...(options.vsn === "1.0.0" ? { vsn: "1.0.0", ...V1 } : {}),
   } as object);
   const retarget = () => {

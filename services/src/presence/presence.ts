@@ -4,6 +4,7 @@ import type { Redis } from "ioredis";
 import type { NodeConfig } from "../config.ts";
 import type { RedisBus } from "../delivery/redis-bus.ts";
 import type { NodeMetrics } from "../metrics.ts";
+import { AliveHeartbeat } from "./alive-heartbeat.ts";
 
 /** One tracked presence, as Phoenix Presence lists it: extra fields plus its unique phx_ref. */
 export type PresenceMeta = Record<string, unknown> & { phx_ref: string };
@@ -25,13 +26,27 @@ const entriesKey = (room: string) => `chat:presence:${room}`;
 const aliveKey = (owner: string) => `chat:alive:${owner}`;
 
 /**
+ * Lists an entry only while the room holds fewer than ARGV[3], atomically so that concurrent
+ * joins keep the cap: 1 added, 2 already listed (nothing to announce), 0 full.
+ */
+const TRACK_IF_ROOM = `
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 2 end
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1`;
+type WithTrackCommand = Redis & {
+  presenceTrack(key: string, ref: string, entry: string, max: number): Promise<number>;
+};
+
+/**
  * Who is in each room, across nodes, in Phoenix Presence's format. Entries live in a Redis
  * hash per room; each names an owner whose `alive` key its node (or LongPoll session) keeps
  * refreshing. Nodes reap the entries of owners whose key expired, so a killed node's users
- * leave within PRESENCE_DEAD_AFTER_MS. Diffs travel on the room's Redis channel.
+ * leave within PRESENCE_DEAD_AFTER_MS. A node refreshes its key from a worker thread, so a
+ * lagging event loop does not make its people flap. Diffs travel on the room's Redis channel.
  */
 export class Presence {
-  readonly #redis: Redis;
+  readonly #redis: WithTrackCommand;
   readonly #bus: RedisBus;
   readonly #owner: string;
   readonly #config: NodeConfig;
@@ -43,7 +58,8 @@ export class Presence {
   /** Joins and leaves waiting to go out as one diff per room (PRESENCE_BATCH_MS). */
   readonly #pending = new Map<string, { joins: Entry[]; leaves: Entry[] }>();
   #flushTimer: NodeJS.Timeout | undefined;
-  #timer: NodeJS.Timeout | undefined;
+  #reapTimer: NodeJS.Timeout | undefined;
+  readonly #heartbeat: AliveHeartbeat;
   /** Set after the first successful heartbeat: a missing alive key later means Redis lost it. */
   #beaten = false;
 
@@ -55,34 +71,46 @@ export class Presence {
     metrics: NodeMetrics;
   }) {
     this.#bus = deps.bus;
-    this.#redis = deps.bus.commands;
+    this.#redis = deps.bus.commands as WithTrackCommand;
+    this.#redis.defineCommand("presenceTrack", { numberOfKeys: 1, lua: TRACK_IF_ROOM });
     this.#owner = `node:${deps.nodeId}`;
     this.#config = deps.config;
     this.#log = deps.log;
     this.#metrics = deps.metrics;
+    const { REDIS_URL, PRESENCE_HEARTBEAT_MS, PRESENCE_DEAD_AFTER_MS } = deps.config;
+    this.#heartbeat = new AliveHeartbeat(
+      {
+        redisUrl: REDIS_URL,
+        key: aliveKey(this.#owner),
+        intervalMs: PRESENCE_HEARTBEAT_MS,
+        ttlMs: PRESENCE_DEAD_AFTER_MS,
+        stallLimitMs: deps.config.PRESENCE_STALL_LIMIT_MS,
+        connectionName: `chat-node:${deps.nodeId}:alive`,
+      },
+      deps.log,
+      {
+        beat: (wasAlive) => {
+          // Our alive key gone means Redis lost its data (a restart) or we were presumed dead.
+          if (!wasAlive && this.#beaten)
+            void this.#guard("presence-retrack", () => this.#retrackMine());
+          this.#beaten = true;
+        },
+        failed: () => this.#metrics.redisErrors.inc({ op: "presence-heartbeat" }),
+      },
+    );
   }
 
-  /** Starts heartbeating; resolves after the first beat, so entries tracked next are listed. */
+  /** Starts heartbeating and reaping; resolves after the first beat, so entries tracked next are listed. */
   async start(): Promise<void> {
-    const beat = async () => {
-      await this.#guard("presence-heartbeat", async () => {
-        const wasAlive = await this.#redis.set(
-          aliveKey(this.#owner),
-          "1",
-          "PX",
-          this.#config.PRESENCE_DEAD_AFTER_MS,
-          "GET",
-        );
-        // Our alive key gone means Redis lost its data (a restart) or we were presumed dead.
-        if (wasAlive === null && this.#beaten) await this.#retrackMine();
-        this.#beaten = true;
-        await Promise.all([...this.#listeners.keys()].map((room) => this.#reap(room)));
-      });
-      this.#timer = setTimeout(beat, this.#config.PRESENCE_HEARTBEAT_MS);
+    const reapAll = async () => {
+      await this.#guard("presence-reap", () =>
+        Promise.all([...this.#listeners.keys()].map((room) => this.#reap(room))),
+      );
+      this.#reapTimer = setTimeout(reapAll, this.#config.PRESENCE_HEARTBEAT_MS);
     };
     // A first beat that fails would leave this node's users looking dead to its peers.
-    await this.#bus.whenReady(2000);
-    await beat();
+    await this.#heartbeat.start(2500);
+    await reapAll();
   }
 
   /** Proves `owner` alive for `ttlMs` more. */
@@ -103,11 +131,8 @@ export class Presence {
   ): Promise<string | null> {
     const entry: Entry = { key, meta: { ...meta, phx_ref: randomUUID() }, owner };
     const tracked = await this.#guard("presence-track", async () => {
-      const listed = await this.#redis.hlen(entriesKey(room));
-      if (listed >= this.#config.PRESENCE_MAX_PER_ROOM) return false;
-      await this.#redis.hset(entriesKey(room), entry.meta.phx_ref, JSON.stringify(entry));
+      if (!(await this.#list(room, entry))) return false;
       if (owner === this.#owner) this.#mine.set(entry.meta.phx_ref, { room, entry });
-      this.#announce(room, [entry], []);
       return true;
     });
     return tracked === false ? null : entry.meta.phx_ref;
@@ -145,8 +170,9 @@ export class Presence {
 
   /** Removes this node's entries (drain) and stops heartbeating. */
   async stop(): Promise<void> {
-    clearTimeout(this.#timer);
+    clearTimeout(this.#reapTimer);
     clearTimeout(this.#flushTimer);
+    await this.#heartbeat.stop();
     const byRoom = new Map<string, string[]>();
     for (const [ref, { room }] of this.#mine) byRoom.set(room, [...(byRoom.get(room) ?? []), ref]);
     this.#mine.clear();
@@ -183,9 +209,24 @@ export class Presence {
     );
   }
 
+  /** Adds an entry to the room's list and announces it, unless the list is full. */
+  async #list(room: string, entry: Entry): Promise<boolean> {
+    const ref = entry.meta.phx_ref;
+    const max = this.#config.PRESENCE_MAX_PER_ROOM;
+    const outcome = await this.#redis.presenceTrack(
+      entriesKey(room),
+      ref,
+      JSON.stringify(entry),
+      max,
+    );
+    if (outcome === 1) this.#announce(room, [entry], []);
+    return outcome !== 0;
+  }
+
   /**
    * Puts this node's entries back after Redis lost them or peers presumed it dead, announcing
-   * them as joins again: each time costs every member a diff, so a lagging node makes presence flap.
+   * them as joins again (a diff to every member). Slots others took meanwhile stay theirs: an
+   * entry that no longer fits stays unlisted, so the list never outgrows PRESENCE_MAX_PER_ROOM.
    */
   async #retrackMine(): Promise<void> {
     this.#metrics.presenceRetracked.inc();
@@ -193,9 +234,8 @@ export class Presence {
       { entries: this.#mine.size },
       "presumed dead by peers (alive key gone); re-listing this node's people",
     );
-    for (const { room, entry } of this.#mine.values()) {
-      await this.#redis.hset(entriesKey(room), entry.meta.phx_ref, JSON.stringify(entry));
-      this.#announce(room, [entry], []);
+    for (const [ref, { room, entry }] of this.#mine) {
+      if (!(await this.#list(room, entry))) this.#mine.delete(ref);
     }
   }
 
