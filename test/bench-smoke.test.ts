@@ -90,6 +90,7 @@ describe("benchmarks, smoke-sized", () => {
       ratePerSecond: 20,
       messages: 10,
       generators: 2,
+      joinRate: 400,
     });
     expect(result.sent).toBe(10);
     expect(result.deliveries).toBe(200);

@@ -45,6 +45,7 @@ benchmarks:
   fanout  messages into one room with S subscribers through the gateway to N nodes:
           delivered per second, send-to-receive latency, memory per idle connection.
           --subscribers 1,100,1000,10000  --nodes 1,4  --rate 20  --messages 100
+          --join-rate 400 (the gateway gets a worker per 8,000 subscribers)
 
   socketio  the fan-out scenario against one chat node and one Socket.IO server with its
           Redis adapter, one core each: deliveries per CPU second, latency, memory per
@@ -75,6 +76,7 @@ const { values, positionals } = parseArgs({
     rtt: { type: "string", default: "150" },
     "gateway-nodes": { type: "string", default: "4" },
     "gateway-workers": { type: "string", default: "4" },
+    "join-rate": { type: "string", default: "400" },
     loads: { type: "string", default: "5" },
     smoke: { type: "boolean", default: false },
     out: { type: "string" },
@@ -125,6 +127,7 @@ const flagsSchema = z.object({
   rtt: count.max(5000),
   "gateway-nodes": count.max(32),
   "gateway-workers": count.max(64),
+  "join-rate": count,
   loads: count.max(100),
 });
 const parsed = flagsSchema.safeParse(values);
@@ -201,6 +204,7 @@ async function fanout(): Promise<void> {
           ratePerSecond: flags.rate,
           messages: values.smoke ? 10 : flags.messages,
           generators: flags.generators,
+          joinRate: flags["join-rate"],
           say,
         }),
       );

@@ -15,8 +15,13 @@ export interface FanoutOptions {
   ratePerSecond: number;
   messages: number;
   generators: number;
+  /** New subscribers per second while the room fills. */
+  joinRate: number;
   say?: (line: string) => void;
 }
+
+/** A gateway worker holds two sockets per client under the 20,000-file limit (MAX_CONNECTIONS 9000). */
+const CLIENTS_PER_GATEWAY_WORKER = 8000;
 
 export interface FanoutResult {
   nodes: number;
@@ -42,14 +47,14 @@ export async function runFanout(options: FanoutOptions): Promise<FanoutResult> {
     nodes: options.nodes,
     dataDir: await mkdtemp(join(tmpdir(), "chat-bench-")),
     ports: "auto",
-    gateway: { workers: 2 },
+    gateway: { workers: Math.max(2, Math.ceil(options.subscribers / CLIENTS_PER_GATEWAY_WORKER)) },
     nodeOutput: "pipe-to-file",
     removeDataOnStop: true,
     nodeEnv: { LOG_LEVEL: "warn", RATE_LIMIT_SENDS: "1000000" },
   });
   const gateway = cluster.gatewayUrl ?? "";
   const before = memory(cluster);
-  const rate = Math.min(options.subscribers, 400); // joins per second
+  const rate = Math.min(options.subscribers, options.joinRate);
   const workers = startGenerators(
     {
       target: "gateway",
@@ -60,7 +65,7 @@ export async function runFanout(options: FanoutOptions): Promise<FanoutResult> {
     gateway.replace("http", "ws"),
   );
   try {
-    await waitForJoins(workers, options.subscribers, say);
+    await waitForJoins(workers, options.subscribers, rate, say);
     await new Promise((resolve) => setTimeout(resolve, 2000)); // let memory settle
     const after = memory(cluster);
     const prefix = `fan-${randomUUID().slice(0, 8)}-`;
@@ -89,9 +94,10 @@ export async function runFanout(options: FanoutOptions): Promise<FanoutResult> {
 export async function waitForJoins(
   workers: ReturnType<typeof startGenerators>,
   subscribers: number,
+  joinRate: number,
   say: (line: string) => void,
 ): Promise<void> {
-  const deadline = Date.now() + 120_000 + subscribers * 10;
+  const deadline = Date.now() + 120_000 + (2000 * subscribers) / joinRate;
   for (;;) {
     const now = await reports(workers);
     const accepted = sum(now, "accepted");

@@ -166,7 +166,7 @@ export async function runPeer(server: PeerServer, options: PeerOptions): Promise
     running.wsUrl,
   );
   try {
-    await waitForJoins(workers, options.subscribers, say);
+    await waitForJoins(workers, options.subscribers, rate, say);
     await new Promise((resolve) => setTimeout(resolve, 2000));
     const after = rss(running.pid);
     const prefix = `peer-${randomUUID().slice(0, 8)}-`;
