@@ -4,7 +4,7 @@ import { Socket } from "phoenix";
 import { describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { fixed, range, receive, seqs, sleep } from "./support/clients.ts";
-import { freshRoom, storedSeqs, useCluster } from "./support/cluster.ts";
+import { freshRoom, metric, storedSeqs, useCluster } from "./support/cluster.ts";
 import { joinRoom } from "./support/phoenix.ts";
 
 const cluster = await useCluster({
@@ -215,6 +215,17 @@ describe("the gateway", () => {
     if (!(big instanceof Error)) expect(big.status).toBe(431);
     await expect.poll(() => slow.filter((s) => !s.destroyed).length, { timeout: 8000 }).toBe(0);
     expect((await fetch(`${gateway}/api/rooms`)).status).toBe(200);
+  });
+
+  it("checks each node once per HEALTH_INTERVAL_MS for all its workers together, not once per worker", async () => {
+    const readyChecks = () =>
+      metric(cluster.nodeUrl(0), 'chat_http_requests_total{method="GET",route="/readyz"');
+    const before = await readyChecks();
+    await sleep(3000);
+    const checks = (await readyChecks()) - before;
+    // 3 s at 300 ms: 10 for the gateway as a whole; its 2 workers checking apart would make 20.
+    expect(checks).toBeGreaterThanOrEqual(5);
+    expect(checks).toBeLessThanOrEqual(12);
   });
 
   it("exports metrics aggregated over its workers, and a status of its upstreams", async () => {

@@ -8,16 +8,22 @@ import { createGatewayMetrics } from "./metrics.ts";
 import { createHttpProxy } from "./proxy/http-proxy.ts";
 import { createWebSocketProxy } from "./proxy/websocket-proxy.ts";
 import { UpstreamPool } from "./upstreams/pool.ts";
+import { followPrimaryUpstreams } from "./upstreams/shared-view.ts";
 
 const STATUS_PATH = "/.gateway/status";
 const HEALTH_PATH = "/.gateway/healthz";
 const METRICS_PATH = "/.gateway/metrics";
 
 /**
- * One gateway worker: discovery, health, balancing and proxying for HTTP and WebSockets on
- * one port. Its own endpoints live under /.gateway/ so they never shadow a node's paths.
+ * One gateway worker: balancing and proxying for HTTP and WebSockets on one port, with
+ * discovery and health checks of its own, or (`upstreamsFrom: "primary"`) those its cluster
+ * primary shares. Its own endpoints live under /.gateway/ so they never shadow a node's paths.
  */
-export function createGateway(config: GatewayConfig, log: Logger) {
+export function createGateway(
+  config: GatewayConfig,
+  log: Logger,
+  options: { upstreamsFrom: "own-checks" | "primary" } = { upstreamsFrom: "own-checks" },
+) {
   const metrics = createGatewayMetrics(config.GATEWAY_ID);
   const pool = new UpstreamPool({
     slowStartMs: config.SLOW_START_MS,
@@ -101,11 +107,13 @@ export function createGateway(config: GatewayConfig, log: Logger) {
     metrics,
     pool,
     listen(): Promise<number> {
-      stops.push(
-        startDiscovery(config, log, (addresses) => pool.update(addresses)),
-        startHealthChecks(pool, config, log),
-        reportUpstreams(pool, metrics),
-      );
+      if (options.upstreamsFrom === "primary") stops.push(followPrimaryUpstreams(pool));
+      else
+        stops.push(
+          startDiscovery(config, log, (addresses) => pool.update(addresses)),
+          startHealthChecks(pool, config, log),
+        );
+      stops.push(reportUpstreams(pool, metrics));
       return new Promise((resolve, reject) => {
         server.once("error", reject);
         server.listen(config.PORT, config.HOST, config.LISTEN_BACKLOG, () => {

@@ -9,6 +9,7 @@ import { ConfigError, createLogger } from "@chat/shared";
 import { AggregatorRegistry } from "prom-client";
 import { loadGatewayConfig } from "./config.ts";
 import { createGateway } from "./gateway.ts";
+import { shareUpstreamsWithWorkers } from "./upstreams/shared-view.ts";
 
 function loadConfigOrExit() {
   try {
@@ -30,6 +31,7 @@ const DRAIN_BOUND_MS = 10_000;
 
 if (cluster.isPrimary) {
   let stopping = false;
+  const stopSharing = shareUpstreamsWithWorkers(config, log);
   for (let i = 0; i < config.GATEWAY_WORKERS; i++) cluster.fork();
   cluster.on("exit", (worker, code, signal) => {
     if (stopping) return;
@@ -58,6 +60,7 @@ if (cluster.isPrimary) {
   for (const signal of ["SIGTERM", "SIGINT"] as const) {
     process.on(signal, () => {
       stopping = true;
+      stopSharing();
       admin.close();
       for (const worker of Object.values(cluster.workers ?? {})) worker?.kill("SIGTERM");
       setTimeout(() => process.exit(0), DRAIN_BOUND_MS + 1000).unref();
@@ -71,7 +74,7 @@ if (cluster.isPrimary) {
     "gateway starting",
   );
 } else {
-  const gateway = createGateway(config, log);
+  const gateway = createGateway(config, log, { upstreamsFrom: "primary" });
   // Constructing one installs prom-client's worker side of the aggregation (answering the primary).
   new AggregatorRegistry();
   AggregatorRegistry.setRegistries([gateway.metrics.registry]);

@@ -12,6 +12,7 @@ export function startHealthChecks(
   pool: UpstreamPool,
   config: GatewayConfig,
   log: Logger,
+  onChange: () => void = () => {},
 ): () => void {
   const check = (upstream: Upstream) =>
     new Promise<void>((resolve) => {
@@ -46,9 +47,10 @@ export function startHealthChecks(
       req.end();
     });
   const set = (upstream: Upstream, checked: Upstream["checked"]) => {
-    if (upstream.checked !== checked)
-      log.info({ upstream: upstream.address, checked }, "upstream health changed");
+    if (upstream.checked === checked) return;
+    log.info({ upstream: upstream.address, checked }, "upstream health changed");
     upstream.checked = checked;
+    onChange();
   };
   let stopped = false;
   const loop = async () => {
