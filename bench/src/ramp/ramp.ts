@@ -163,17 +163,22 @@ async function rampUp(
   const samples: Array<[number, number]> = [];
   const total = options.ratePerSecond * options.durationS;
   const started = performance.now();
-  // The ramp, then up to 10 s for the last joins to be answered.
-  while (performance.now() - started < (options.durationS + 10) * 1000) {
+  // After the ramp, joins still queued are waited for while they keep being answered (a
+  // saturated machine answers late, not never), up to half the ramp's length more.
+  const settleUntil = options.durationS + Math.max(10, options.durationS / 2);
+  let progressAt = 0;
+  for (let second = 0; second < settleUntil; ) {
     await new Promise((resolve) => setTimeout(resolve, 1000));
     const now = await reports(workers);
     const accepted = sum(now, "accepted");
-    const second = Math.round((performance.now() - started) / 1000);
+    second = Math.round((performance.now() - started) / 1000);
+    if (accepted > (samples.at(-1)?.[1] ?? 0)) progressAt = second;
     samples.push([second, accepted]);
     say(
       `  ${options.target} ${options.ratePerSecond}/s  t=${second}s  attempted ${sum(now, "attempted")}  accepted ${accepted}  errors ${sum(now, "errors")}`,
     );
     if (second >= options.durationS && accepted + sum(now, "errors") >= total) break;
+    if (second >= options.durationS + 10 && second - progressAt > 30) break;
   }
   return samples;
 }
@@ -218,6 +223,7 @@ async function sendMarker(base: string, marker: string): Promise<string | undefi
       const response = await fetch(`${base}/api/rooms/chat/messages`, {
         method: "POST",
         body: JSON.stringify({ body: marker, client_id: marker }),
+        signal: AbortSignal.timeout(30_000), // an overloaded system must not hang the run
       });
       if (response.ok) return undefined;
       failure = `the broadcast send failed: ${response.status} ${await response.text()}`;
