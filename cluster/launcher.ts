@@ -255,9 +255,8 @@ class LocalCluster implements Cluster {
       logDir,
       output: this.#parts.options.nodeOutput ?? "inherit",
       workers: settings.workers ?? 2,
-      // No SOURCE_ADDRESSES: a node holds under 20,000 sockets, within one 28k port range, and
-      // bind() to an address makes the kernel search for a port (ms each at 50k sockets).
-      env: { ...settings.env },
+      // Loopback has a whole /8: each worker binds its own ports on these (see SourcePorts).
+      env: { SOURCE_ADDRESSES: "127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5", ...settings.env },
     });
     this.#gateway.setUpstreams(this.#nodes.map((node) => `127.0.0.1:${node.port}`));
     await this.#gateway.start();

@@ -1,3 +1,4 @@
+import cluster from "node:cluster";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { Logger } from "@chat/shared";
@@ -9,6 +10,7 @@ import { createHttpProxy } from "./proxy/http-proxy.ts";
 import { createWebSocketProxy } from "./proxy/websocket-proxy.ts";
 import { UpstreamPool } from "./upstreams/pool.ts";
 import { followPrimaryUpstreams } from "./upstreams/shared-view.ts";
+import { SourcePorts } from "./upstreams/source-ports.ts";
 
 const STATUS_PATH = "/.gateway/status";
 const HEALTH_PATH = "/.gateway/healthz";
@@ -31,7 +33,12 @@ export function createGateway(
     ejectMaxMs: config.EJECT_MAX_MS,
   });
   const http = createHttpProxy({ pool, config, metrics, log });
-  const websockets = createWebSocketProxy({ pool, config, metrics, log });
+  // A worker that replaces a dead one takes over its ports (cluster ids count up from 1).
+  const sources = new SourcePorts(config.SOURCE_ADDRESSES, {
+    index: (cluster.worker?.id ?? 1) - 1,
+    count: config.GATEWAY_WORKERS,
+  });
+  const websockets = createWebSocketProxy({ pool, config, metrics, log, sources });
   const stops: Array<() => void> = [];
 
   const server: Server = createServer(

@@ -6,6 +6,10 @@ import { createProxyServer } from "http-proxy-3";
 import type { GatewayConfig } from "../config.ts";
 import type { GatewayMetrics } from "../metrics.ts";
 import type { Upstream, UpstreamPool } from "../upstreams/pool.ts";
+import type { SourcePort, SourcePorts } from "../upstreams/source-ports.ts";
+
+const MAX_SOURCE_PORT_TRIES = 20;
+
 import { RetryBudget } from "./retry-budget.ts";
 
 /**
@@ -32,11 +36,11 @@ export function createWebSocketProxy(deps: {
   config: GatewayConfig;
   metrics: GatewayMetrics;
   log: Logger;
+  sources: SourcePorts;
 }) {
-  const { pool, config, metrics, log } = deps;
+  const { pool, config, metrics, log, sources } = deps;
   const proxy = createProxyServer({ xfwd: true, ws: true });
   const budget = new RetryBudget(config.RETRY_BUDGET_RATIO, config.RETRY_BUDGET_MIN_PER_S);
-  let nextSource = 0;
   // A client that vanishes mid-handshake must not crash the worker.
   proxy.on("error", (error) => log.debug({ err: error }, "websocket proxy error"));
 
@@ -98,15 +102,22 @@ export function createWebSocketProxy(deps: {
     }
   }
 
-  function connectTo(upstream: Upstream): Promise<Socket> {
-    const localAddress =
-      config.SOURCE_ADDRESSES[nextSource++ % Math.max(1, config.SOURCE_ADDRESSES.length)];
+  /** Connects from the next source port; one held by another socket is skipped, not the node's fault. */
+  async function connectTo(upstream: Upstream): Promise<Socket> {
+    for (let tries = 1; ; tries++) {
+      try {
+        return await connectFrom(upstream, sources.take());
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        const localClash = code === "EADDRINUSE" || code === "EADDRNOTAVAIL";
+        if (!localClash || tries >= MAX_SOURCE_PORT_TRIES) throw error;
+      }
+    }
+  }
+
+  function connectFrom(upstream: Upstream, source: SourcePort | undefined): Promise<Socket> {
     return new Promise((resolve, reject) => {
-      const socket = connect({
-        host: upstream.host,
-        port: upstream.port,
-        ...(localAddress ? { localAddress } : {}),
-      });
+      const socket = connect({ host: upstream.host, port: upstream.port, ...source });
       const timer = setTimeout(
         () => socket.destroy(new Error("connect timeout")),
         config.CONNECT_TIMEOUT_MS,
