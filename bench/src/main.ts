@@ -205,6 +205,7 @@ async function fanout(): Promise<void> {
           messages: values.smoke ? 10 : flags.messages,
           generators: flags.generators,
           joinRate: flags["join-rate"],
+          keepLogsIn: runDir(`fanout-logs-${n}-${s}`),
           say,
         }),
       );

@@ -29,6 +29,8 @@ export interface RampOptions {
 }
 
 export interface RampResult extends ClientCounts {
+  /** Why clients failed, with how many each. */
+  errorReasons: Record<string, number>;
   target: RampTarget;
   ratePerSecond: number;
   durationS: number;
@@ -62,6 +64,7 @@ export async function runRamp(options: RampOptions): Promise<RampResult> {
       attempted: sum(after, "attempted"),
       accepted: sum(after, "accepted"),
       errors: sum(after, "errors"),
+      errorReasons: errorReasons(after),
       closed: sum(after, "closed"),
       bytesSent: sum(after, "bytesSent"),
       bytesReceived: sum(after, "bytesReceived"),
@@ -146,12 +149,21 @@ function report(worker: ChildProcess): Promise<WorkerReport> {
 
 export const reports = (workers: ChildProcess[]) => Promise.all(workers.map(report));
 
+/** Why clients failed, over all generators. */
+export function errorReasons(list: WorkerReport[]): Record<string, number> {
+  const merged: Record<string, number> = {};
+  for (const r of list)
+    for (const [reason, count] of Object.entries(r.errorReasons))
+      merged[reason] = (merged[reason] ?? 0) + count;
+  return merged;
+}
+
 /** Tells every generator which message bodies to time, and waits until all have heard. */
 export async function setMarker(workers: ChildProcess[], prefix: string): Promise<void> {
   for (const worker of workers) worker.send({ type: "marker", prefix });
   await reports(workers);
 }
-export const sum = (list: WorkerReport[], key: keyof Omit<WorkerReport, "arrivals">) =>
+export const sum = (list: WorkerReport[], key: keyof ClientCounts | "cpuMs") =>
   list.reduce((total, r) => total + r[key], 0);
 
 /** Waits out the ramp, printing progress every second; returns accepted connections over time. */

@@ -7,6 +7,7 @@
  * process on the host), keyed by the rest of the body.
  */
 import WebSocket from "ws";
+import { SourcePorts } from "../../../gateway/src/upstreams/source-ports.ts";
 
 export type GeneratorProtocol = "phoenix" | "actioncable" | "socketio";
 
@@ -38,6 +39,8 @@ export interface ClientCounts {
 }
 
 export interface WorkerReport extends ClientCounts {
+  /** Why clients failed (at most once per client: an error, a refused join, an early close). */
+  errorReasons: Record<string, number>;
   /** By marked message (the body after the prefix): hrtime (ns, as strings) of each arrival. */
   arrivals: Record<string, string[]>;
   cpuMs: number;
@@ -56,22 +59,34 @@ const state = {
   errors: 0,
   closed: 0,
   arrivals: {} as Record<string, string[]>,
+  errorReasons: {} as Record<string, number>,
 };
+
+/** One client's outcome so far: a client counts once, as joined or as failed. */
+interface Outcome {
+  joined: boolean;
+  failed: boolean;
+}
+function joined(outcome: Outcome): void {
+  if (outcome.joined || outcome.failed) return;
+  outcome.joined = true;
+  state.accepted++;
+}
+/** Counts a failure once per client; a connection lost after its join counts too. */
+function failed(outcome: Outcome, reason: string): void {
+  if (outcome.failed) return;
+  outcome.failed = true;
+  state.errors++;
+  state.errorReasons[reason] = (state.errorReasons[reason] ?? 0) + 1;
+}
 let marker: string | undefined;
 
 /**
- * Source ports, handed out in turn. With port 0, bind() makes the kernel search for a free
- * port, which costs milliseconds of kernel time per connection once tens of thousands are
- * open; a generator owns its source address, so it picks the ports itself.
+ * A generator owns its source address, so it picks its ports itself (the gateway's rotation):
+ * with port 0, bind() makes the kernel search for a free port, which costs milliseconds of
+ * kernel time per connection once tens of thousands are open.
  */
-const FIRST_PORT = 1024;
-const LAST_PORT = 65535;
-let nextPort = FIRST_PORT;
-function takePort(): number {
-  const port = nextPort;
-  nextPort = nextPort >= LAST_PORT ? FIRST_PORT : nextPort + 1;
-  return port;
-}
+let sourcePorts: SourcePorts | undefined;
 // Bytes of sockets already closed, so totals survive their close.
 let closedBytes = { sent: 0, received: 0 };
 
@@ -79,11 +94,11 @@ function open(config: WorkerConfig, portsTried = 0): void {
   if (portsTried === 0) state.attempted++;
   const protocol = config.protocol ?? "phoenix";
   const socket = new WebSocket(`${config.url}${PATHS[protocol]}`, {
-    localAddress: config.sourceAddress,
-    localPort: takePort(),
+    ...sourcePorts?.take(),
     perMessageDeflate: false,
   });
   sockets.push(socket);
+  const outcome: Outcome = { joined: false, failed: false };
   let ref = 1;
   let heartbeat: NodeJS.Timeout | undefined;
   socket.on("open", () => {
@@ -98,10 +113,10 @@ function open(config: WorkerConfig, portsTried = 0): void {
     const text = data.toString();
     const control =
       protocol === "socketio"
-        ? socketIoControl(socket, text)
+        ? socketIoControl(socket, text, outcome)
         : protocol === "actioncable"
-          ? cableControl(socket, text)
-          : phoenixControl(text);
+          ? cableControl(socket, text, outcome)
+          : phoenixControl(text, outcome);
     if (control) return;
     if (marker) stamp(text, marker);
   });
@@ -111,10 +126,11 @@ function open(config: WorkerConfig, portsTried = 0): void {
       sockets.splice(sockets.indexOf(socket), 1);
       socket.removeAllListeners("close");
       open(config, portsTried + 1);
-    } else state.errors++;
+    } else failed(outcome, `${outcome.joined ? "after" : "before"} joining: ${error.message}`);
   });
-  socket.on("close", () => {
+  socket.on("close", (code: number) => {
     clearInterval(heartbeat);
+    if (!outcome.joined) failed(outcome, `closed before joining (code ${code})`);
     state.closed++;
     const raw = (socket as unknown as { _socket?: { bytesWritten: number; bytesRead: number } })
       ._socket;
@@ -126,29 +142,29 @@ function open(config: WorkerConfig, portsTried = 0): void {
 }
 
 /** The join reply; true when the frame was one. */
-function phoenixControl(text: string): boolean {
+function phoenixControl(text: string, outcome: Outcome): boolean {
   if (!(text.includes('"phx_reply"') && text.startsWith('["1","1"'))) return false;
-  if (text.includes('"ok"')) state.accepted++;
-  else state.errors++;
+  if (text.includes('"ok"')) joined(outcome);
+  else failed(outcome, `join refused: ${text.slice(0, 200)}`);
   return true;
 }
 
 /** Welcome → subscribe to ChatChannel; confirm or reject; pings. True when handled. */
-function cableControl(socket: WebSocket, text: string): boolean {
+function cableControl(socket: WebSocket, text: string, outcome: Outcome): boolean {
   if (text.includes('"message":{')) return false; // a broadcast
   if (text.includes('"type":"welcome"'))
     socket.send(JSON.stringify({ command: "subscribe", identifier: CABLE_CHAT }));
-  else if (text.includes('"type":"confirm_subscription"')) state.accepted++;
-  else if (text.includes('"type":"reject_subscription"')) state.errors++;
+  else if (text.includes('"type":"confirm_subscription"')) joined(outcome);
+  else if (text.includes('"type":"reject_subscription"')) failed(outcome, "subscription rejected");
   return true;
 }
 
 /** Engine.IO open → connect to the namespace; connected; ping → pong. True when handled. */
-function socketIoControl(socket: WebSocket, text: string): boolean {
+function socketIoControl(socket: WebSocket, text: string, outcome: Outcome): boolean {
   if (text.startsWith("0{")) socket.send("40");
-  else if (text.startsWith("40")) state.accepted++;
+  else if (text.startsWith("40")) joined(outcome);
   else if (text === "2") socket.send("3");
-  else if (text.startsWith("44")) state.errors++;
+  else if (text.startsWith("44")) failed(outcome, `namespace refused: ${text.slice(0, 200)}`);
   else return false;
   return true;
 }
@@ -201,6 +217,7 @@ process.on("disconnect", () => process.exit(0));
 process.on("message", (message: ParentMessage) => {
   switch (message.type) {
     case "start":
+      sourcePorts = new SourcePorts([message.config.sourceAddress], { index: 0, count: 1 });
       ramp(message.config);
       break;
     case "marker":

@@ -7,10 +7,9 @@ import type { GatewayConfig } from "../config.ts";
 import type { GatewayMetrics } from "../metrics.ts";
 import type { Upstream, UpstreamPool } from "../upstreams/pool.ts";
 import type { SourcePort, SourcePorts } from "../upstreams/source-ports.ts";
+import { RetryBudget } from "./retry-budget.ts";
 
 const MAX_SOURCE_PORT_TRIES = 20;
-
-import { RetryBudget } from "./retry-budget.ts";
 
 /**
  * Hands http-proxy one connection it did not open: the agent for an upgrade is single-use

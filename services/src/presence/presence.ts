@@ -77,14 +77,15 @@ export class Presence {
     this.#config = deps.config;
     this.#log = deps.log;
     this.#metrics = deps.metrics;
-    const { REDIS_URL, PRESENCE_HEARTBEAT_MS, PRESENCE_DEAD_AFTER_MS } = deps.config;
+    const { REDIS_URL, PRESENCE_HEARTBEAT_MS, PRESENCE_DEAD_AFTER_MS, PRESENCE_STALL_LIMIT_MS } =
+      deps.config;
     this.#heartbeat = new AliveHeartbeat(
       {
         redisUrl: REDIS_URL,
         key: aliveKey(this.#owner),
         intervalMs: PRESENCE_HEARTBEAT_MS,
         ttlMs: PRESENCE_DEAD_AFTER_MS,
-        stallLimitMs: deps.config.PRESENCE_STALL_LIMIT_MS,
+        stallLimitMs: PRESENCE_STALL_LIMIT_MS,
         connectionName: `chat-node:${deps.nodeId}:alive`,
       },
       deps.log,
