@@ -112,6 +112,22 @@ export async function startGateway(dir: string, port: number, origin: Server, co
   });
 }
 
+/** A bare node:http proxy: the ceiling Node's HTTP stack sets for any proxy built on it. */
+export async function startBareNodeProxy(dir: string, port: number, origin: Server, cores: string) {
+  const args = ["--import", "tsx", "bench/src/proxies/bare-node-proxy.ts", String(port)];
+  return ready({
+    name: "bare node:http proxy",
+    url: `http://127.0.0.1:${port}`,
+    process: pinned(
+      "bare-node-proxy",
+      cores,
+      process.execPath,
+      [...args, new URL(origin.url).host],
+      dir,
+    ),
+  });
+}
+
 /** HAProxy with one thread, keep-alive to the origin, as a load balancer in front of nodes. */
 export async function startHaproxy(dir: string, port: number, origin: Server, cores: string) {
   const conf = join(dir, "haproxy.cfg");

@@ -9,6 +9,7 @@ import {
   ASSET_PATH,
   installed,
   type Server,
+  startBareNodeProxy,
   startEdge,
   startGateway,
   startHaproxy,
@@ -142,13 +143,17 @@ async function compare(
   return { kind, durationS, connections, runs };
 }
 
-/** Our gateway against HAProxy, one core each, fronting the same origin. */
+/**
+ * Our gateway against HAProxy, one core each, fronting the same origin; and a bare node:http
+ * proxy, which shows how much of the gap is Node's HTTP stack rather than the gateway.
+ */
 export function benchGateway(durationS: number, connections: number, say: (line: string) => void) {
   return compare(
     "gateway",
     "/ok",
     [
       ["node", startGateway],
+      ["node", startBareNodeProxy],
       ["haproxy", startHaproxy],
     ],
     durationS,

@@ -1,5 +1,6 @@
 import type { Socket } from "node:net";
 import { CLOSE, type Logger, type User } from "@chat/shared";
+import * as ws from "ws";
 import type { WebSocket } from "ws";
 import type { Drainer, Transport } from "../lifecycle/drainer.ts";
 import { FrameBucket } from "../limits/rate-limiter.ts";
@@ -118,7 +119,19 @@ export class SocketConnection {
       return;
     }
     if (this.#handling > 0) this.#corkUntilTickEnds();
-    this.#raw.send(text, TEXT);
+    if (typeof text === "string" || !this.#writeFramed(text)) this.#raw.send(text, TEXT);
+  }
+
+  /**
+   * A shared payload (a broadcast) goes out as one frame built once for every socket and one
+   * write, as Socket.IO does with `ws`'s sender, instead of a header per socket and a writev.
+   * Only when the sender is idle (nothing queued behind a compression or a blob).
+   */
+  #writeFramed(payload: Buffer): boolean {
+    const sender = (this.#raw as unknown as { _sender?: WsSenderInternals })._sender;
+    if (sender?._state !== SENDER_IDLE || sender._queue.length > 0) return false;
+    sender.sendFrame([framed(payload)]);
+    return true;
   }
 
   /**
@@ -157,3 +170,28 @@ export class SocketConnection {
 
 /** Buffers go out as text frames too: they hold JSON. */
 const TEXT = { binary: false } as const;
+
+/** `ws`'s Sender as of 8.x: state 0 is DEFAULT (not deflating or reading a blob). */
+interface WsSenderInternals {
+  _state: number;
+  _queue: unknown[];
+  sendFrame(list: Buffer[]): void;
+}
+const SENDER_IDLE = 0;
+/** `ws` exports its Sender (unlike its typings): its framing is reused, not rewritten. */
+interface WsWithSender {
+  Sender: { frame(data: Buffer, options: typeof FRAME_OPTIONS): Buffer[] };
+}
+
+/** Each shared payload's whole frame (an unmasked, final text frame), kept while it lives. */
+const frames = new WeakMap<Buffer, Buffer>();
+function framed(payload: Buffer): Buffer {
+  let frame = frames.get(payload);
+  if (!frame) {
+    const parts = (ws as unknown as WsWithSender).Sender.frame(payload, FRAME_OPTIONS);
+    frame = Buffer.concat(parts);
+    frames.set(payload, frame);
+  }
+  return frame;
+}
+const FRAME_OPTIONS = { fin: true, opcode: 1, mask: false, readOnly: false, rsv1: false };
