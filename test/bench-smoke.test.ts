@@ -3,13 +3,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { cdnPlot, cdnTable, runPageLoads } from "../bench/src/cdn/page-load.ts";
-import { fanoutPlot, fanoutTable, runFanout } from "../bench/src/fanout/fanout.ts";
+import { fanoutPlot, fanoutTable, runFanout, settleJoins } from "../bench/src/fanout/fanout.ts";
 import { peerPlot, peerTable, runPeer } from "../bench/src/fanout/peers.ts";
 import { barChart, writeRun } from "../bench/src/output.ts";
 import { benchEdge, benchGateway, proxyTable } from "../bench/src/proxies/proxies.ts";
-import { rampPlot, rampTable, runRamp } from "../bench/src/ramp/ramp.ts";
+import { rampPlot, rampTable, runRamp, startGenerators } from "../bench/src/ramp/ramp.ts";
 import { runTsung, tsungTable } from "../bench/src/tsung/tsung.ts";
 import { runWire, WIRE_TRANSPORTS, wirePlot, wireTable } from "../bench/src/wire/wire.ts";
+import { findFreePort } from "../cluster/launcher.ts";
 
 /**
  * Smoke-sized runs of every benchmark, so the scripts cannot rot: each must produce sane
@@ -83,6 +84,24 @@ describe("benchmarks, smoke-sized", () => {
     expectFiles(dir, "warm edge");
   }, 180_000);
 
+  it("fanout: failed joins are counted with their reasons instead of ending the run", async () => {
+    const port = await findFreePort(); // nothing listens there
+    const workers = startGenerators(
+      { target: "gateway", ratePerSecond: 20, durationS: 0.5, generators: 2 },
+      `ws://127.0.0.1:${port}`,
+    );
+    try {
+      const outcome = await settleJoins(workers, 10, 20, () => {});
+      expect(outcome.joined).toBe(0);
+      expect(outcome.failed).toBe(10);
+      expect(outcome.reasons).toEqual({
+        [`before joining: connect ECONNREFUSED 127.0.0.1:${port}`]: 10,
+      });
+    } finally {
+      for (const worker of workers) worker.send({ type: "stop" });
+    }
+  });
+
   it("fanout: every subscriber gets every message, with latency and memory figures", async () => {
     const result = await runFanout({
       nodes: 2,
@@ -92,6 +111,8 @@ describe("benchmarks, smoke-sized", () => {
       generators: 2,
       joinRate: 400,
     });
+    expect(result.joined).toBe(20);
+    expect(result.failedJoins).toEqual({});
     expect(result.sent).toBe(10);
     expect(result.deliveries).toBe(200);
     expect(result.latencyMs.p99).toBeGreaterThan(0);
@@ -157,7 +178,8 @@ describe("benchmarks, smoke-sized", () => {
       const result = await run(1, 4, () => {});
       const servers = result.runs.map((r) => r.server);
       expect(servers.some((s) => s.includes("ours"))).toBe(true);
-      expect(servers.length).toBe(3); // gateway: direct, ours, HAProxy; edge: ours, nginx, Varnish
+      // gateway: direct, ours, the bare node:http proxy, HAProxy; edge: ours, nginx, Varnish
+      expect(servers.length).toBe(kind === "gateway" ? 4 : 3);
       for (const r of result.runs) {
         expect(r.requestsPerSecond, r.server).toBeGreaterThan(0);
         expect(r.errors, r.server).toBe(0);

@@ -126,7 +126,7 @@ function open(config: WorkerConfig, portsTried = 0): void {
       sockets.splice(sockets.indexOf(socket), 1);
       socket.removeAllListeners("close");
       open(config, portsTried + 1);
-    } else failed(outcome, `${outcome.joined ? "after" : "before"} joining: ${error.message}`);
+    } else failed(outcome, `${outcome.joined ? "after" : "before"} joining: ${reasonOf(error)}`);
   });
   socket.on("close", (code: number) => {
     clearInterval(heartbeat);
@@ -140,6 +140,9 @@ function open(config: WorkerConfig, portsTried = 0): void {
     };
   });
 }
+
+/** An error's message without the source address and port, so that failures group. */
+const reasonOf = (error: Error) => error.message.replace(/ - Local \(.*\)$/, "");
 
 /** The join reply; true when the frame was one. */
 function phoenixControl(text: string, outcome: Outcome): boolean {
