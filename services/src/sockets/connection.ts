@@ -1,7 +1,7 @@
 import type { Socket } from "node:net";
 import { CLOSE, type Logger, type User } from "@chat/shared";
-import * as ws from "ws";
 import type { WebSocket } from "ws";
+import * as ws from "ws";
 import type { Drainer, Transport } from "../lifecycle/drainer.ts";
 import { FrameBucket } from "../limits/rate-limiter.ts";
 import type { NodeMetrics } from "../metrics.ts";
