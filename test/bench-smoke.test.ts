@@ -113,6 +113,7 @@ describe("benchmarks, smoke-sized", () => {
     });
     expect(result.joined).toBe(20);
     expect(result.failedJoins).toEqual({});
+    expect(result.failedSends).toEqual({});
     expect(result.sent).toBe(10);
     expect(result.deliveries).toBe(200);
     expect(result.latencyMs.p99).toBeGreaterThan(0);

@@ -31,6 +31,8 @@ export interface FanoutResult {
   /** Subscribers that joined (the deliveries expected are theirs) and why the rest did not. */
   joined: number;
   failedJoins: Record<string, number>;
+  /** Sends the system refused or never answered, by reason (`sent` counts the rest). */
+  failedSends: Record<string, number>;
   sendRate: number;
   sent: number;
   deliveries: number;
@@ -79,14 +81,20 @@ export async function runFanout(options: FanoutOptions): Promise<FanoutResult> {
     const after = memory(cluster);
     const prefix = `fan-${randomUUID().slice(0, 8)}-`;
     await setMarker(workers, prefix);
-    const sentAt = await sendAtRate(`${gateway}/api/rooms/chat/messages`, prefix, options);
-    const expected = joins.joined * options.messages;
+    const { sentAt, failures } = await sendAtRate(
+      `${gateway}/api/rooms/chat/messages`,
+      prefix,
+      options,
+    );
+    if (sentAt.size === 0) throw new Error(`every send failed: ${JSON.stringify(failures)}`);
+    const expected = joins.joined * sentAt.size;
     const figures = deliveryFigures(await collect(workers, expected), sentAt);
     return {
       nodes: options.nodes,
       subscribers: options.subscribers,
       joined: joins.joined,
       failedJoins: joins.reasons,
+      failedSends: failures,
       sendRate: options.ratePerSecond,
       sent: sentAt.size,
       expected,
@@ -179,31 +187,42 @@ export function deliveryFigures(arrivals: Map<string, bigint[]>, sentAt: Map<str
   };
 }
 
-/** POSTs `messages` bodies prefix+i to `url` at a steady rate; returns each send time (hrtime). */
+/**
+ * POSTs `messages` bodies prefix+i to `url` at a steady rate. Returns each accepted send's
+ * time (hrtime) and, by reason, the sends that failed: a saturated run is still reported.
+ */
 export async function sendAtRate(
   url: string,
   prefix: string,
   options: { ratePerSecond: number; messages: number },
 ) {
   const sentAt = new Map<string, bigint>();
+  const failures: Record<string, number> = {};
   const interval = 1000 / options.ratePerSecond;
   const start = performance.now();
   const sends: Array<Promise<void>> = [];
   for (let i = 0; i < options.messages; i++) {
     const wait = start + i * interval - performance.now();
     if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
-    sentAt.set(String(i), process.hrtime.bigint());
+    const key = String(i);
+    sentAt.set(key, process.hrtime.bigint());
+    const send = fetch(url, {
+      method: "POST",
+      body: JSON.stringify({ body: `${prefix}${i}`, client_id: `${prefix}${i}` }),
+      signal: AbortSignal.timeout(30_000),
+    })
+      .then(async (r) => (r.ok ? undefined : `${r.status} ${await r.text()}`))
+      .catch((error: unknown) => String(error));
     sends.push(
-      fetch(url, {
-        method: "POST",
-        body: JSON.stringify({ body: `${prefix}${i}`, client_id: `${prefix}${i}` }),
-      }).then(async (r) => {
-        if (!r.ok) throw new Error(`send ${i}: ${r.status} ${await r.text()}`);
+      send.then((failure) => {
+        if (failure === undefined) return;
+        sentAt.delete(key);
+        failures[failure] = (failures[failure] ?? 0) + 1;
       }),
     );
   }
   await Promise.all(sends);
-  return sentAt;
+  return { sentAt, failures };
 }
 
 export async function collect(workers: ReturnType<typeof startGenerators>, expected: number) {

@@ -172,7 +172,9 @@ export async function runPeer(server: PeerServer, options: PeerOptions): Promise
     const prefix = `peer-${randomUUID().slice(0, 8)}-`;
     await setMarker(workers, prefix);
     const cpuBefore = cpuSeconds(running.pid);
-    const sentAt = await sendAtRate(running.sendUrl, prefix, options);
+    const { sentAt, failures } = await sendAtRate(running.sendUrl, prefix, options);
+    if (sentAt.size < options.messages)
+      throw new Error(`sends failed: ${JSON.stringify(failures)}`);
     const expected = options.subscribers * options.messages;
     const arrivals = await collect(workers, expected);
     const cpu = cpuSeconds(running.pid) - cpuBefore;
