@@ -102,32 +102,39 @@ describe("benchmarks, smoke-sized", () => {
     }
   });
 
-  it("fanout: every subscriber gets every message, with latency and memory figures", async () => {
-    const result = await runFanout({
-      nodes: 2,
-      subscribers: 20,
-      ratePerSecond: 20,
-      messages: 10,
-      generators: 2,
-      joinRate: 400,
-    });
-    expect(result.joined).toBe(20);
-    expect(result.failedJoins).toEqual({});
-    expect(result.failedSends).toEqual({});
-    expect(result.sent).toBe(10);
-    expect(result.deliveries).toBe(200);
-    expect(result.latencyMs.p99).toBeGreaterThan(0);
-    expect(result.deliveredPerSecond).toBeGreaterThan(0);
-    expect(Number.isFinite(result.bytesPerConnection.nodes)).toBe(true); // 20 sockets are within GC noise
+  it("fanout: every subscriber gets every message, through the gateway and straight to the nodes", async () => {
+    const results = [];
+    for (const direct of [false, true]) {
+      const result = await runFanout({
+        nodes: 2,
+        subscribers: 20,
+        ratePerSecond: 20,
+        messages: 10,
+        generators: 2,
+        joinRate: 400,
+        direct,
+      });
+      expect(result.via).toBe(direct ? "direct" : "gateway");
+      expect(result.joined).toBe(20);
+      expect(result.failedJoins).toEqual({});
+      expect(result.failedSends).toEqual({});
+      expect(result.sent).toBe(10);
+      expect(result.deliveries).toBe(200);
+      expect(result.latencyMs.p99).toBeGreaterThan(0);
+      expect(result.deliveredPerSecond).toBeGreaterThan(0);
+      expect(Number.isFinite(result.bytesPerConnection.nodes)).toBe(true); // 20 sockets are within GC noise
+      if (direct) expect(result.bytesPerConnection.gateway).toBe(0); // no gateway ran
+      results.push(result);
+    }
     const dir = writeRun(
       "fanout",
-      [result],
-      fanoutTable([result]),
-      fanoutPlot([result]),
+      results,
+      fanoutTable(results),
+      fanoutPlot(results),
       tmpRun("fanout"),
     );
-    expectFiles(dir, "20");
-  }, 180_000);
+    expectFiles(dir, "direct");
+  }, 240_000);
 
   it("socketio: our node and Socket.IO with its Redis adapter deliver everything, side by side", async () => {
     const options = { subscribers: 20, ratePerSecond: 20, messages: 10, generators: 2 };

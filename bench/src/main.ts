@@ -46,6 +46,8 @@ benchmarks:
           delivered per second, send-to-receive latency, memory per idle connection.
           --subscribers 1,100,1000,10000  --nodes 1,4  --rate 20  --messages 100
           --join-rate 400 (the gateway gets a worker per 8,000 subscribers)
+          --direct: subscribers connect to the nodes, not through the gateway
+          (generator i to node i mod N: give as many generators as nodes)
 
   socketio  the fan-out scenario against one chat node and one Socket.IO server with its
           Redis adapter, one core each: deliveries per CPU second, latency, memory per
@@ -79,6 +81,7 @@ const { values, positionals } = parseArgs({
     "join-rate": { type: "string", default: "400" },
     loads: { type: "string", default: "5" },
     smoke: { type: "boolean", default: false },
+    direct: { type: "boolean", default: false },
     out: { type: "string" },
     help: { type: "boolean", default: false },
   },
@@ -206,6 +209,7 @@ async function fanout(): Promise<void> {
           generators: flags.generators,
           joinRate: flags["join-rate"],
           keepLogsIn: runDir(`fanout-logs-${n}-${s}`),
+          direct: values.direct,
           say,
         }),
       );

@@ -6,7 +6,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Cluster, startCluster } from "../../../cluster/launcher.ts";
 import { lineChart, markdownTable, percentile } from "../output.ts";
-import { errorReasons, reports, setMarker, startGenerators, sum } from "../ramp/ramp.ts";
+import {
+  errorReasons,
+  reports,
+  setMarker,
+  startGenerators,
+  sum,
+  waitForArrivals,
+} from "../ramp/ramp.ts";
 
 export interface FanoutOptions {
   nodes: number;
@@ -19,6 +26,12 @@ export interface FanoutOptions {
   joinRate: number;
   /** Copies the nodes', gateway's, Postgres's and Redis's logs here when the run ends. */
   keepLogsIn?: string;
+  /**
+   * Subscribers connect to the nodes themselves (generator i to node i mod N), as behind an
+   * L4 balancer, instead of through the gateway: its relay costs CPU that 2 cores lack at
+   * 100,000 subscribers. Sends go to the first node.
+   */
+  direct?: boolean;
   say?: (line: string) => void;
 }
 
@@ -27,6 +40,7 @@ const CLIENTS_PER_GATEWAY_WORKER = 8000;
 
 export interface FanoutResult {
   nodes: number;
+  via: "gateway" | "direct";
   subscribers: number;
   /** Subscribers that joined (the deliveries expected are theirs) and why the rest did not. */
   joined: number;
@@ -54,13 +68,22 @@ export async function runFanout(options: FanoutOptions): Promise<FanoutResult> {
     nodes: options.nodes,
     dataDir: await mkdtemp(join(tmpdir(), "chat-bench-")),
     ports: "auto",
-    gateway: { workers: Math.max(2, Math.ceil(options.subscribers / CLIENTS_PER_GATEWAY_WORKER)) },
+    ...(options.direct
+      ? {}
+      : {
+          gateway: {
+            workers: Math.max(2, Math.ceil(options.subscribers / CLIENTS_PER_GATEWAY_WORKER)),
+          },
+        }),
     nodeOutput: "pipe-to-file",
     removeDataOnStop: true,
     keepLogsIn: options.keepLogsIn,
     nodeEnv: { LOG_LEVEL: "warn", RATE_LIMIT_SENDS: "1000000" },
   });
-  const gateway = cluster.gatewayUrl ?? "";
+  const entry = cluster.gatewayUrl ?? cluster.nodeUrl(0);
+  const subscribeTo = options.direct
+    ? cluster.nodes.map((node) => node.url.replace("http", "ws"))
+    : [entry.replace("http", "ws")];
   const before = memory(cluster);
   const rate = Math.min(options.subscribers, options.joinRate);
   const workers = startGenerators(
@@ -70,7 +93,7 @@ export async function runFanout(options: FanoutOptions): Promise<FanoutResult> {
       durationS: Math.max(1, options.subscribers / rate),
       generators: Math.min(options.generators, options.subscribers),
     },
-    gateway.replace("http", "ws"),
+    subscribeTo,
   );
   try {
     const joins = await settleJoins(workers, options.subscribers, rate, say);
@@ -82,7 +105,7 @@ export async function runFanout(options: FanoutOptions): Promise<FanoutResult> {
     const prefix = `fan-${randomUUID().slice(0, 8)}-`;
     await setMarker(workers, prefix);
     const { sentAt, failures } = await sendAtRate(
-      `${gateway}/api/rooms/chat/messages`,
+      `${entry}/api/rooms/chat/messages`,
       prefix,
       options,
     );
@@ -91,6 +114,7 @@ export async function runFanout(options: FanoutOptions): Promise<FanoutResult> {
     const figures = deliveryFigures(await collect(workers, expected), sentAt);
     return {
       nodes: options.nodes,
+      via: options.direct ? "direct" : "gateway",
       subscribers: options.subscribers,
       joined: joins.joined,
       failedJoins: joins.reasons,
@@ -225,18 +249,13 @@ export async function sendAtRate(
   return { sentAt, failures };
 }
 
+/** Every marked arrival by message, once `expected` have come or they stopped coming. */
 export async function collect(workers: ReturnType<typeof startGenerators>, expected: number) {
-  const deadline = Date.now() + 60_000;
-  let merged = new Map<string, bigint[]>();
-  while (Date.now() < deadline) {
-    merged = new Map();
-    for (const report of await reports(workers))
-      for (const [key, times] of Object.entries(report.arrivals))
-        merged.set(key, [...(merged.get(key) ?? []), ...times.map(BigInt)]);
-    const count = [...merged.values()].reduce((n, list) => n + list.length, 0);
-    if (count >= expected) break;
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
+  await waitForArrivals(workers, expected);
+  const merged = new Map<string, bigint[]>();
+  for (const report of await reports(workers, { arrivals: true }))
+    for (const [key, times] of Object.entries(report.arrivals))
+      merged.set(key, [...(merged.get(key) ?? []), ...times.map(BigInt)]);
   return merged;
 }
 
@@ -269,6 +288,7 @@ export function fanoutTable(results: FanoutResult[]): string {
   return markdownTable(
     [
       "nodes",
+      "via",
       "subscribers",
       "joined",
       "sent/s",
@@ -283,6 +303,7 @@ export function fanoutTable(results: FanoutResult[]): string {
     ],
     results.map((r) => [
       r.nodes,
+      r.via,
       r.subscribers.toLocaleString("en"),
       r.joined.toLocaleString("en"),
       r.sendRate,
@@ -299,14 +320,16 @@ export function fanoutTable(results: FanoutResult[]): string {
 }
 
 export function fanoutPlot(results: FanoutResult[]): string {
-  const byNodes = [...new Set(results.map((r) => r.nodes))];
+  const shape = (r: FanoutResult) =>
+    `${r.nodes} node${r.nodes > 1 ? "s" : ""}${r.via === "direct" ? ", direct" : ""}`;
+  const shapes = [...new Set(results.map(shape))];
   return lineChart(
     "Send-to-receive p99 by room size",
     "subscribers",
     "p99 ms",
-    byNodes.map((nodes) => ({
-      name: `${nodes} node${nodes > 1 ? "s" : ""}`,
-      points: results.filter((r) => r.nodes === nodes).map((r) => [r.subscribers, r.latencyMs.p99]),
+    shapes.map((name) => ({
+      name,
+      points: results.filter((r) => shape(r) === name).map((r) => [r.subscribers, r.latencyMs.p99]),
     })),
   );
 }

@@ -114,8 +114,10 @@ export async function startTarget(
 /** The generators' nice value: they get what CPU the system under test leaves. */
 const GENERATOR_NICENESS = 10;
 
-export function startGenerators(options: RampOptions, url: string): ChildProcess[] {
+/** Generator i connects to urls[i mod urls.length]. */
+export function startGenerators(options: RampOptions, urls: string | string[]): ChildProcess[] {
   const perWorker = Math.ceil((options.ratePerSecond * options.durationS) / options.generators);
+  const targets = [urls].flat();
   return Array.from({ length: options.generators }, (_, i) => {
     // Below the system's priority (nice), as clients on machines of their own would be: on a
     // saturated host, an equal share for 8 generators starves the nodes and the gateway.
@@ -129,7 +131,7 @@ export function startGenerators(options: RampOptions, url: string): ChildProcess
     if (cores && worker.pid)
       execFileSync("taskset", ["-a", "-cp", cores, String(worker.pid)], { stdio: "ignore" });
     const config: WorkerConfig = {
-      url,
+      url: targets[i % targets.length] as string,
       clients: perWorker,
       ratePerSecond: options.ratePerSecond / options.generators,
       sourceAddress: `127.0.0.${10 + i}`,
@@ -141,7 +143,7 @@ export function startGenerators(options: RampOptions, url: string): ChildProcess
   });
 }
 
-function report(worker: ChildProcess): Promise<WorkerReport> {
+function report(worker: ChildProcess, arrivals: boolean): Promise<WorkerReport> {
   return new Promise((resolve) => {
     const onMessage = (message: { type: string; report: WorkerReport }) => {
       if (message.type !== "report") return;
@@ -149,11 +151,29 @@ function report(worker: ChildProcess): Promise<WorkerReport> {
       resolve(message.report);
     };
     worker.on("message", onMessage);
-    worker.send({ type: "report" });
+    worker.send({ type: "report", arrivals });
   });
 }
 
-export const reports = (workers: ChildProcess[]) => Promise.all(workers.map(report));
+/** Every generator's counts; with `arrivals`, every marked arrival's time too (costly). */
+export const reports = (workers: ChildProcess[], options: { arrivals?: boolean } = {}) =>
+  Promise.all(workers.map((worker) => report(worker, options.arrivals === true)));
+
+/**
+ * Waits until the generators have seen `expected` marked arrivals, or none came for 60 s
+ * (clients lost, or a system too far behind); polls counts only.
+ */
+export async function waitForArrivals(workers: ChildProcess[], expected: number): Promise<void> {
+  let count = 0;
+  let progressAt = Date.now();
+  while (Date.now() - progressAt < 60_000) {
+    const now = sum(await reports(workers), "arrivalCount");
+    if (now >= expected) return;
+    if (now > count) progressAt = Date.now();
+    count = now;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
 
 /** Why clients failed, over all generators. */
 export function errorReasons(list: WorkerReport[]): Record<string, number> {
@@ -169,7 +189,7 @@ export async function setMarker(workers: ChildProcess[], prefix: string): Promis
   for (const worker of workers) worker.send({ type: "marker", prefix });
   await reports(workers);
 }
-export const sum = (list: WorkerReport[], key: keyof ClientCounts | "cpuMs") =>
+export const sum = (list: WorkerReport[], key: keyof ClientCounts | "cpuMs" | "arrivalCount") =>
   list.reduce((total, r) => total + r[key], 0);
 
 /** Waits out the ramp, printing progress every second; returns accepted connections over time. */
@@ -213,13 +233,10 @@ async function timeBroadcast(
   const sentAt = process.hrtime.bigint();
   const error = await sendMarker(cluster.gatewayUrl ?? cluster.nodeUrl(0), marker);
   if (error) return { received: 0, p50: Number.NaN, p99: Number.NaN, max: Number.NaN, error };
-  const deadline = Date.now() + 60_000;
-  let arrivals: bigint[] = [];
-  while (Date.now() < deadline) {
-    arrivals = (await reports(workers)).flatMap((r) => (r.arrivals["0"] ?? []).map(BigInt));
-    if (arrivals.length >= accepted) break;
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
+  await waitForArrivals(workers, accepted);
+  const arrivals = (await reports(workers, { arrivals: true })).flatMap((r) =>
+    (r.arrivals["0"] ?? []).map(BigInt),
+  );
   const ms = arrivals.map((t) => Number(t - sentAt) / 1e6).sort((a, b) => a - b);
   const round = (n: number) => Math.round(n * 10) / 10;
   return {
