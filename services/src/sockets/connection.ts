@@ -129,7 +129,9 @@ export class SocketConnection {
    */
   #writeFramed(payload: Buffer): boolean {
     const sender = (this.#raw as unknown as { _sender?: WsSenderInternals })._sender;
-    if (sender?._state !== SENDER_IDLE || sender._queue.length > 0) return false;
+    // Internals of another major version of `ws` take its public path instead.
+    if (sender?._state !== SENDER_IDLE || sender._queue?.length !== 0) return false;
+    if (typeof sender.sendFrame !== "function") return false;
     sender.sendFrame([framed(payload)]);
     return true;
   }
@@ -174,8 +176,8 @@ const TEXT = { binary: false } as const;
 /** `ws`'s Sender as of 8.x: state 0 is DEFAULT (not deflating or reading a blob). */
 interface WsSenderInternals {
   _state: number;
-  _queue: unknown[];
-  sendFrame(list: Buffer[]): void;
+  _queue?: unknown[];
+  sendFrame?: (list: Buffer[]) => void;
 }
 const SENDER_IDLE = 0;
 /** `ws` exports its Sender (unlike its typings): its framing is reused, not rewritten. */
