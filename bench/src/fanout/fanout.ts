@@ -8,6 +8,7 @@ import { type Cluster, startCluster } from "../../../cluster/launcher.ts";
 import { lineChart, markdownTable, percentile } from "../output.ts";
 import {
   errorReasons,
+  joinsStalled,
   reports,
   setMarker,
   startGenerators,
@@ -153,8 +154,8 @@ export async function settleJoins(
   say: (line: string) => void,
 ): Promise<JoinOutcome> {
   const started = Date.now();
-  const scheduleEnds = started + (1000 * subscribers) / joinRate;
-  const deadline = scheduleEnds + 120_000 + (1000 * subscribers) / joinRate;
+  const scheduleS = subscribers / joinRate;
+  const deadline = started + 120_000 + 2000 * scheduleS;
   let progressAt = started;
   let last = -1;
   for (;;) {
@@ -162,7 +163,8 @@ export async function settleJoins(
     const outcome = { joined: sum(now, "accepted"), failed: sum(now, "errors") };
     if (outcome.joined > last) progressAt = Date.now();
     last = outcome.joined;
-    const stalled = Date.now() > scheduleEnds + 10_000 && Date.now() - progressAt > 30_000;
+    const seconds = (at: number) => (Date.now() - at) / 1000;
+    const stalled = joinsStalled(seconds(started), scheduleS, seconds(progressAt));
     if (outcome.joined + outcome.failed >= subscribers || stalled || Date.now() > deadline)
       return { ...outcome, reasons: errorReasons(now) };
     say(`  ${outcome.joined}/${subscribers} subscribers joined, ${outcome.failed} failed`);

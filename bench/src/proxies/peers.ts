@@ -35,6 +35,18 @@ function pinned(
   });
 }
 
+/** One of our TypeScript entry points (or a bench script) under tsx, pinned like the rest. */
+function pinnedScript(
+  name: string,
+  cores: string,
+  script: string,
+  args: string[],
+  dir: string,
+  env?: NodeJS.ProcessEnv,
+) {
+  return pinned(name, cores, process.execPath, ["--import", "tsx", script, ...args], dir, env);
+}
+
 async function ready(server: Server, path = "/ok"): Promise<Server> {
   server.process.start();
   await server.process.waitUntil(
@@ -101,28 +113,21 @@ export async function startGateway(dir: string, port: number, origin: Server, co
   return ready({
     name: "gateway (ours)",
     url: `http://127.0.0.1:${port}`,
-    process: pinned(
-      "gateway",
-      cores,
-      process.execPath,
-      ["--import", "tsx", "gateway/src/main.ts"],
-      dir,
-      env,
-    ),
+    process: pinnedScript("gateway", cores, "gateway/src/main.ts", [], dir, env),
   });
 }
 
 /** A bare node:http proxy: the ceiling Node's HTTP stack sets for any proxy built on it. */
 export async function startBareNodeProxy(dir: string, port: number, origin: Server, cores: string) {
-  const args = ["--import", "tsx", "bench/src/proxies/bare-node-proxy.ts", String(port)];
+  const args = [String(port), new URL(origin.url).host];
   return ready({
     name: "bare node:http proxy",
     url: `http://127.0.0.1:${port}`,
-    process: pinned(
+    process: pinnedScript(
       "bare-node-proxy",
       cores,
-      process.execPath,
-      [...args, new URL(origin.url).host],
+      "bench/src/proxies/bare-node-proxy.ts",
+      args,
       dir,
     ),
   });
@@ -165,14 +170,7 @@ export async function startEdge(dir: string, port: number, origin: Server, cores
     {
       name: "edge (ours)",
       url: `http://127.0.0.1:${port}`,
-      process: pinned(
-        "edge",
-        cores,
-        process.execPath,
-        ["--import", "tsx", "static/src/main.ts"],
-        dir,
-        env,
-      ),
+      process: pinnedScript("edge", cores, "static/src/main.ts", [], dir, env),
     },
     ASSET_PATH,
   );

@@ -192,6 +192,13 @@ export async function setMarker(workers: ChildProcess[], prefix: string): Promis
 export const sum = (list: WorkerReport[], key: keyof ClientCounts | "cpuMs" | "arrivalCount") =>
   list.reduce((total, r) => total + r[key], 0);
 
+/**
+ * After the schedule (and 10 s), 30 s without a new join ends a wait for joins: a saturated
+ * machine answers late rather than never, but a wait must end.
+ */
+export const joinsStalled = (elapsedS: number, scheduleS: number, sinceJoinS: number) =>
+  elapsedS >= scheduleS + 10 && sinceJoinS > 30;
+
 /** Waits out the ramp, printing progress every second; returns accepted connections over time. */
 async function rampUp(
   options: RampOptions,
@@ -216,7 +223,7 @@ async function rampUp(
       `  ${options.target} ${options.ratePerSecond}/s  t=${second}s  attempted ${sum(now, "attempted")}  accepted ${accepted}  errors ${sum(now, "errors")}`,
     );
     if (second >= options.durationS && accepted + sum(now, "errors") >= total) break;
-    if (second >= options.durationS + 10 && second - progressAt > 30) break;
+    if (joinsStalled(second, options.durationS, second - progressAt)) break;
   }
   return samples;
 }

@@ -85,7 +85,6 @@ function failed(outcome: Outcome, reason: string): void {
   state.errorReasons[reason] = (state.errorReasons[reason] ?? 0) + 1;
 }
 let marker: string | undefined;
-let arrivalCount = 0;
 
 /**
  * A generator owns its source address, so it picks its ports itself (the gateway's rotation):
@@ -184,7 +183,6 @@ function stamp(text: string, prefix: string): void {
   if (at < 0) return;
   const now = process.hrtime.bigint().toString();
   const key = text.slice(at + prefix.length, text.indexOf('"', at));
-  arrivalCount++;
   const times = state.arrivals[key] ?? [];
   times.push(now);
   state.arrivals[key] = times;
@@ -204,7 +202,7 @@ function report(withArrivals: boolean): WorkerReport {
   return {
     ...state,
     arrivals: withArrivals ? state.arrivals : {},
-    arrivalCount,
+    arrivalCount: Object.values(state.arrivals).reduce((n, times) => n + times.length, 0),
     bytesSent: sent,
     bytesReceived: received,
     cpuMs: (cpu.user + cpu.system) / 1000,
