@@ -1,6 +1,8 @@
+import type { IncomingMessage } from "node:http";
 import { ChatError, type User } from "@chat/shared";
 import { upgradeWebSocket } from "@hono/node-server";
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
+import type { WSEvents } from "hono/ws";
 import type { WebSocket } from "ws";
 import { clientAddress } from "../http/client-address.ts";
 import type { App, AppEnv, NodeServices } from "../http/context.ts";
@@ -27,33 +29,63 @@ export function serveSocket(app: App, services: NodeServices, route: SocketRoute
     route.path,
     checkOrigin(services.config.ALLOWED_ORIGINS),
     authenticateSocket(services, route),
-    upgradeWebSocket((c) => {
-      // Read what the connection needs now: the handlers below live as long as the socket,
-      // and holding the request's context would cost every connection its headers and more.
-      const user = c.get("user");
-      const address = clientAddress(c);
-      const query = c.req.query();
-      let connection: SocketConnection | undefined;
-      return {
-        onOpen: (_event, ws) => {
-          connection = new SocketConnection(ws.raw as WebSocket, {
-            transport: route.transport,
-            user,
-            address,
-            maxBufferBytes: services.config.MAX_SOCKET_BUFFER_BYTES,
-            framesPerSecond: services.config.SOCKET_FRAMES_PER_SECOND,
-            frameBurst: services.config.SOCKET_FRAME_BURST,
-            drainer: services.drainer,
-            metrics: services.metrics,
-            log: services.log,
-          });
-          connection.attach(route.open(connection, query));
-        },
-        onMessage: (event) => connection?.receive(event.data as string | ArrayBuffer),
-        onClose: () => connection?.ended(),
-      };
-    }),
+    (c, next) => {
+      // Read what the connection needs from the full context now: the upgrade's handlers
+      // live as long as the socket, and get only a detached context.
+      const upgrade = { user: c.get("user"), address: clientAddress(c), query: c.req.query() };
+      const { context, release } = detachedUpgrade(c);
+      const events = socketEvents(services, route, upgrade, release);
+      return upgradeWebSocket(() => events)(context, next);
+    },
   );
+}
+
+function socketEvents(
+  services: NodeServices,
+  route: SocketRoute,
+  upgrade: { user: User; address: string; query: Record<string, string> },
+  releaseUpgrade: () => void,
+): WSEvents {
+  let connection: SocketConnection | undefined;
+  return {
+    onOpen: (_event, ws) => {
+      releaseUpgrade();
+      connection = new SocketConnection(ws.raw as WebSocket, {
+        transport: route.transport,
+        user: upgrade.user,
+        address: upgrade.address,
+        maxBufferBytes: services.config.MAX_SOCKET_BUFFER_BYTES,
+        framesPerSecond: services.config.SOCKET_FRAMES_PER_SECOND,
+        frameBurst: services.config.SOCKET_FRAME_BURST,
+        drainer: services.drainer,
+        metrics: services.metrics,
+        log: services.log,
+      });
+      connection.attach(route.open(connection, upgrade.query));
+    },
+    onMessage: (event) => connection?.receive(event.data as string | ArrayBuffer),
+    onClose: () => connection?.ended(),
+  };
+}
+
+/**
+ * What @hono/node-server's `upgradeWebSocket` reads from a context: the Upgrade header, the
+ * URL and the server's bindings (which it marks for its server side to check). Its socket
+ * handlers keep what they are given for the socket's lifetime. The full context would keep
+ * each connection's Request, Headers, Responses, URLs and bound methods (~3.7 KB), and the
+ * bindings its upgrade IncomingMessage (~1 KB) until `release`, once the socket is open.
+ */
+function detachedUpgrade(c: Context<AppEnv>): { context: Context; release: () => void } {
+  const bindings = c.env as { incoming?: IncomingMessage };
+  const upgrade = c.req.header("upgrade");
+  const context = {
+    env: bindings,
+    req: {
+      url: c.req.url,
+      header: (name: string) => (name.toLowerCase() === "upgrade" ? upgrade : undefined),
+    },
+  } as unknown as Context;
+  return { context, release: () => delete bindings.incoming };
 }
 
 /**
