@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { ManagedProcess } from "./process.ts";
+import { ManagedProcess, RUN_TYPESCRIPT } from "./process.ts";
 
 /** The edge process (static/src/main.ts), in front of `originUrl`; resolves once it answers. */
 export async function startEdge(options: {
@@ -13,7 +13,7 @@ export async function startEdge(options: {
   const edge = new ManagedProcess({
     name: "edge",
     command: process.execPath,
-    args: ["--import", "tsx", "static/src/main.ts"],
+    args: [...RUN_TYPESCRIPT, "static/src/main.ts"],
     cwd: options.repoRoot,
     env: {
       ...process.env,

@@ -1,6 +1,6 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ManagedProcess } from "./process.ts";
+import { ManagedProcess, RUN_TYPESCRIPT } from "./process.ts";
 
 /**
  * The gateway process (gateway/src/main.ts). It reads its upstreams from a file the
@@ -26,7 +26,7 @@ export class GatewayProcess {
     this.#process = new ManagedProcess({
       name: "gateway",
       command: process.execPath,
-      args: ["--import", "tsx", "gateway/src/main.ts"],
+      args: [...RUN_TYPESCRIPT, "gateway/src/main.ts"],
       cwd: options.repoRoot,
       env: {
         ...process.env,

@@ -13,11 +13,11 @@ import {
   startPrimary,
   startReplica,
 } from "./postgres.ts";
-import { ManagedProcess } from "./process.ts";
+import { ManagedProcess, RUN_TYPESCRIPT } from "./process.ts";
 import { LocalPrometheus, prometheusInstalled } from "./prometheus.ts";
 import { startRedis } from "./redis.ts";
 
-/** The repository root: nodes run from here so `--import tsx` and workspace packages resolve. */
+/** The repository root: nodes run from here so the TypeScript loader and workspace packages resolve. */
 export const REPO_ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 
 export interface ClusterPorts {
@@ -385,7 +385,7 @@ class ChatNodeProcess implements NodeHandle {
     this.process = new ManagedProcess({
       name: `node-${index}`,
       command: process.execPath,
-      args: ["--import", "tsx", nodeEntry],
+      args: [...RUN_TYPESCRIPT, nodeEntry],
       cwd: REPO_ROOT,
       env,
       output:

@@ -13,6 +13,18 @@ export interface ProcessSpec {
   runAs?: string;
 }
 
+/**
+ * Node arguments that run a TypeScript entry point as production does. Node ≥ 22.18 strips
+ * types itself (the Docker image); on Node 20, ts-blank-space does the same: types become
+ * whitespace and nothing else changes. tsx is not used for servers: its esbuild keeps
+ * function names with a defineProperty on every closure, which costs 256 bytes per closure
+ * and made each connection look ~1.3 KB heavier than in production.
+ */
+export const RUN_TYPESCRIPT: readonly string[] = (process.features as { typescript?: unknown })
+  .typescript
+  ? []
+  : ["--import", "ts-blank-space/register"];
+
 const live = new Set<ManagedProcess>();
 // A test runner or launcher that dies must not leave servers behind.
 process.once("exit", () => {

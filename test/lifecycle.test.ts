@@ -2,6 +2,7 @@ import { spawnSync } from "node:child_process";
 import { createLogger } from "@chat/shared";
 import pg from "pg";
 import { describe, expect, it } from "vitest";
+import { RUN_TYPESCRIPT } from "../cluster/process.ts";
 import { loadNodeConfig } from "../services/src/config.ts";
 import { migrate } from "../services/src/storage/migrate.ts";
 import { fixed, receive, send } from "./support/clients.ts";
@@ -90,7 +91,7 @@ describe("configuration", () => {
   });
 
   it("a node with bad variables exits at once naming every one of them", () => {
-    const result = spawnSync(process.execPath, ["--import", "tsx", "services/src/main.ts"], {
+    const result = spawnSync(process.execPath, [...RUN_TYPESCRIPT, "services/src/main.ts"], {
       env: {
         ...process.env,
         PORT: "eighty",

@@ -4,7 +4,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Cluster, findFreePort, REPO_ROOT, startCluster } from "../../../cluster/launcher.ts";
-import { ManagedProcess } from "../../../cluster/process.ts";
+import { ManagedProcess, RUN_TYPESCRIPT } from "../../../cluster/process.ts";
 import { startRedis } from "../../../cluster/redis.ts";
 import { barChart, cpuSeconds, markdownTable } from "../output.ts";
 import { reports, setMarker, startGenerators } from "../ramp/ramp.ts";
@@ -117,8 +117,7 @@ const startSocketIo = () =>
     name: "Socket.IO + redis-adapter",
     command: (port) => [
       process.execPath,
-      "--import",
-      "tsx",
+      ...RUN_TYPESCRIPT,
       "bench/src/fanout/socketio-server.ts",
       `--port=${port}`,
     ],

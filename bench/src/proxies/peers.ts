@@ -2,7 +2,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { REPO_ROOT } from "../../../cluster/launcher.ts";
-import { ManagedProcess } from "../../../cluster/process.ts";
+import { ManagedProcess, RUN_TYPESCRIPT } from "../../../cluster/process.ts";
 
 /**
  * The servers the proxy benchmarks compare, each started from Debian's packages (or ours)
@@ -44,7 +44,7 @@ function pinnedScript(
   dir: string,
   env?: NodeJS.ProcessEnv,
 ) {
-  return pinned(name, cores, process.execPath, ["--import", "tsx", script, ...args], dir, env);
+  return pinned(name, cores, process.execPath, [...RUN_TYPESCRIPT, script, ...args], dir, env);
 }
 
 async function ready(server: Server, path = "/ok"): Promise<Server> {

@@ -4,6 +4,7 @@ import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Cluster, startCluster } from "../../../cluster/launcher.ts";
+import { RUN_TYPESCRIPT } from "../../../cluster/process.ts";
 import { cpuSeconds, lineChart, markdownTable, percentile, type Series } from "../output.ts";
 import type { ClientCounts, GeneratorProtocol, WorkerConfig, WorkerReport } from "./worker.ts";
 
@@ -123,7 +124,7 @@ export function startGenerators(options: RampOptions, urls: string | string[]): 
     // saturated host, an equal share for 8 generators starves the nodes and the gateway.
     const worker = fork(new URL("./worker.ts", import.meta.url), [], {
       execPath: "nice",
-      execArgv: ["-n", String(GENERATOR_NICENESS), process.execPath, "--import", "tsx"],
+      execArgv: ["-n", String(GENERATOR_NICENESS), process.execPath, ...RUN_TYPESCRIPT],
       stdio: ["ignore", "inherit", "inherit", "ipc"],
     });
     // Off the node's core when the node is pinned: the generator must not measure itself.
