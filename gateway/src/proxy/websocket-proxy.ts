@@ -121,14 +121,17 @@ export function createWebSocketProxy(deps: {
         () => socket.destroy(new Error("connect timeout")),
         config.CONNECT_TIMEOUT_MS,
       );
-      socket.once("connect", () => {
-        clearTimeout(timer);
-        socket.on("error", () => socket.destroy()); // later errors end the tunnel, never the worker
-        resolve(socket);
-      });
-      socket.once("error", (error) => {
+      const failed = (error: Error) => {
         clearTimeout(timer);
         reject(error);
+      };
+      socket.once("error", failed);
+      socket.once("connect", () => {
+        clearTimeout(timer);
+        // The tunnel outlives this promise: leave no listener holding its closure (and timer).
+        socket.off("error", failed);
+        socket.on("error", () => socket.destroy()); // later errors end the tunnel, never the worker
+        resolve(socket);
       });
     });
   }
