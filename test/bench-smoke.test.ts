@@ -142,6 +142,8 @@ describe("benchmarks, smoke-sized", () => {
     for (const r of results) {
       expect(r.deliveries, r.server).toBe(200);
       expect(r.deliveriesPerCpuSecond, r.server).toBeGreaterThan(0);
+      // Both are Node servers: their heaps after a full GC, read through the inspector.
+      expect(Number.isFinite(r.heapBytesPerConnection), r.server).toBe(true);
     }
     const dir = writeRun(
       "socketio",
@@ -160,6 +162,7 @@ describe("benchmarks, smoke-sized", () => {
       expect(r.deliveries, r.server).toBe(200);
       expect(r.deliveriesPerCpuSecond, r.server).toBeGreaterThan(0);
     }
+    expect(results[1]?.heapBytesPerConnection).toBeUndefined(); // Ruby has no V8 heap to read
     const dir = writeRun("rails", results, peerTable(results), peerPlot(results), tmpRun("rails"));
     expectFiles(dir, "Rails Action Cable");
   }, 180_000);

@@ -10,6 +10,7 @@ import { barChart, cpuSeconds, markdownTable } from "../output.ts";
 import { reports, setMarker, startGenerators } from "../ramp/ramp.ts";
 import type { GeneratorProtocol } from "../ramp/worker.ts";
 import { collect, deliveryFigures, rss, sendAtRate, waitForJoins } from "./fanout.ts";
+import { heapAfterGc, INSPECTABLE } from "./heap.ts";
 
 /** Ours over Phoenix Channels or over Action Cable, and the peers those protocols come from. */
 export type PeerServer = "ours" | "ours-cable" | "socket.io" | "rails";
@@ -40,6 +41,8 @@ export interface PeerResult {
   deliveriesPerCpuSecond: number;
   latencyMs: { p50: number; p99: number; max: number };
   bytesPerConnection: number;
+  /** Growth of the V8 heap after a full GC, per connection: live objects only (Node servers). */
+  heapBytesPerConnection?: number;
 }
 
 /** The server under test on core 0; the generators on core 1. */
@@ -48,6 +51,8 @@ interface Running {
   pid: number;
   wsUrl: string;
   sendUrl: string;
+  /** The server's output, for a Node server whose heap can be read (see heap.ts). */
+  logTail?: () => string;
   stop(): Promise<void>;
 }
 
@@ -58,7 +63,7 @@ async function startOurs(protocol: GeneratorProtocol): Promise<Running> {
     ports: "auto",
     nodeOutput: "pipe-to-file",
     removeDataOnStop: true,
-    nodeEnv: { LOG_LEVEL: "warn", RATE_LIMIT_SENDS: "1000000" },
+    nodeEnv: { LOG_LEVEL: "warn", RATE_LIMIT_SENDS: "1000000", NODE_OPTIONS: INSPECTABLE },
   });
   const node = cluster.nodes[0];
   if (!node?.pid) throw new Error("no node");
@@ -68,6 +73,7 @@ async function startOurs(protocol: GeneratorProtocol): Promise<Running> {
     pid: node.pid,
     wsUrl: node.url.replace("http", "ws"),
     sendUrl: `${node.url}/api/rooms/chat/messages`,
+    logTail: () => node.logTail(200),
     stop: () => cluster.stop(),
   };
 }
@@ -81,6 +87,8 @@ async function startPeerProcess(peer: {
   name: string;
   command: (port: number) => string[];
   env?: Record<string, string>;
+  /** A Node server: its heap is read through the inspector. */
+  node?: boolean;
 }): Promise<Running> {
   const dir = await mkdtemp(join(tmpdir(), "chat-bench-peer-"));
   const redisPort = await findFreePort();
@@ -91,7 +99,12 @@ async function startPeerProcess(peer: {
     command: "taskset",
     args: ["-c", "0", ...peer.command(port)],
     cwd: REPO_ROOT,
-    env: { ...process.env, REDIS_URL: `redis://127.0.0.1:${redisPort}`, ...peer.env },
+    env: {
+      ...process.env,
+      REDIS_URL: `redis://127.0.0.1:${redisPort}`,
+      ...(peer.node ? { NODE_OPTIONS: INSPECTABLE } : {}),
+      ...peer.env,
+    },
     output: { file: join(dir, "peer.log") },
   });
   server.start();
@@ -104,6 +117,7 @@ async function startPeerProcess(peer: {
     pid: server.pid ?? 0,
     wsUrl: `ws://127.0.0.1:${port}`,
     sendUrl: `http://127.0.0.1:${port}/send`,
+    ...(peer.node ? { logTail: () => server.logTail(200) } : {}),
     stop: async () => {
       await server.stop("SIGTERM", 5000);
       await redis.stop("SIGTERM", 5000);
@@ -121,7 +135,7 @@ const startSocketIo = () =>
       "bench/src/fanout/socketio-server.ts",
       `--port=${port}`,
     ],
-    env: {},
+    node: true,
   });
 
 /**
@@ -151,6 +165,8 @@ const START: Record<PeerServer, () => Promise<Running>> = {
 export async function runPeer(server: PeerServer, options: PeerOptions): Promise<PeerResult> {
   const say = options.say ?? (() => {});
   const running = await START[server]();
+  const heap = () => (running.logTail ? heapAfterGc(running.pid, running.logTail) : undefined);
+  const heapBefore = await heap();
   const before = rss(running.pid);
   const rate = Math.min(options.subscribers, 400);
   const workers = startGenerators(
@@ -168,6 +184,7 @@ export async function runPeer(server: PeerServer, options: PeerOptions): Promise
     await waitForJoins(workers, options.subscribers, rate, say);
     await new Promise((resolve) => setTimeout(resolve, 2000));
     const after = rss(running.pid);
+    const heapAfter = await heap();
     const prefix = `peer-${randomUUID().slice(0, 8)}-`;
     await setMarker(workers, prefix);
     const cpuBefore = cpuSeconds(running.pid);
@@ -187,6 +204,9 @@ export async function runPeer(server: PeerServer, options: PeerOptions): Promise
       ...figures,
       deliveriesPerCpuSecond: Math.round(figures.deliveries / Math.max(cpu, 0.01)),
       bytesPerConnection: Math.round((after - before) / options.subscribers),
+      ...(heapBefore !== undefined && heapAfter !== undefined
+        ? { heapBytesPerConnection: Math.round((heapAfter - heapBefore) / options.subscribers) }
+        : {}),
     };
   } finally {
     for (const worker of workers) worker.send({ type: "stop" });
@@ -213,6 +233,8 @@ export function peerTable(results: PeerResult[]): string {
       "p99 ms",
       "bytes/conn",
       "this ÷ ours (memory)",
+      "heap bytes/conn after GC",
+      "this ÷ ours (heap)",
     ],
     results.map((r) => {
       const ours = oursFor(r);
@@ -228,6 +250,10 @@ export function peerTable(results: PeerResult[]): string {
         r.latencyMs.p99,
         r.bytesPerConnection.toLocaleString("en"),
         ours ? (r.bytesPerConnection / ours.bytesPerConnection).toFixed(2) : "—",
+        r.heapBytesPerConnection?.toLocaleString("en") ?? "—",
+        ours?.heapBytesPerConnection && r.heapBytesPerConnection
+          ? (r.heapBytesPerConnection / ours.heapBytesPerConnection).toFixed(2)
+          : "—",
       ];
     }),
   );
