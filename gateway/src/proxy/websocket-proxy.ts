@@ -12,20 +12,33 @@ import { RetryBudget } from "./retry-budget.ts";
 const MAX_SOURCE_PORT_TRIES = 20;
 
 /**
- * Hands http-proxy one connection it did not open: the agent for an upgrade is single-use
- * (upgrades must not share keep-alive sockets), and connecting first lets the gateway try
- * another node when one fails before 101, while the client socket is still untouched.
+ * Hands http-proxy connections it did not open: each upgrade's socket is connected first, so
+ * the gateway can try another node when one fails before 101, while the client socket is
+ * still untouched. One agent serves every upgrade (an agent per upgrade would live as long
+ * as its tunnel): http.request takes its socket synchronously, within `handOff`.
  */
-class PreconnectedAgent extends Agent {
-  readonly #socket: Socket;
+class HandOffAgent extends Agent {
+  #next: Socket | undefined;
 
-  constructor(socket: Socket) {
-    super({ keepAlive: false });
-    this.#socket = socket;
+  constructor() {
+    super({ keepAlive: false }); // upgrades must not share keep-alive sockets
+  }
+
+  /** Runs `start`, whose request gets `socket` as its connection. */
+  handOff(socket: Socket, start: () => void): void {
+    this.#next = socket;
+    try {
+      start();
+    } finally {
+      this.#next = undefined;
+    }
   }
 
   override createConnection(): Socket {
-    return this.#socket;
+    const socket = this.#next;
+    this.#next = undefined;
+    if (!socket) throw new Error("no connected socket to hand off");
+    return socket;
   }
 }
 
@@ -40,6 +53,7 @@ export function createWebSocketProxy(deps: {
   const { pool, config, metrics, log, sources } = deps;
   const proxy = createProxyServer({ xfwd: true, ws: true });
   const budget = new RetryBudget(config.RETRY_BUDGET_RATIO, config.RETRY_BUDGET_MIN_PER_S);
+  const agent = new HandOffAgent();
   // A client that vanishes mid-handshake must not crash the worker.
   proxy.on("error", (error) => log.debug({ err: error }, "websocket proxy error"));
 
@@ -91,10 +105,9 @@ export function createWebSocketProxy(deps: {
     };
     client.once("close", release);
     socket.once("close", () => client.destroy());
-    proxy.ws(req, client, head, {
-      target: { host: upstream.host, port: upstream.port },
-      agent: new PreconnectedAgent(socket),
-    });
+    agent.handOff(socket, () =>
+      proxy.ws(req, client, head, { target: { host: upstream.host, port: upstream.port }, agent }),
+    );
     // http-proxy turns socket timeouts off; an established tunnel gets an idle bound instead.
     for (const side of [client, socket] as const) {
       (side as Socket).setTimeout?.(config.STREAM_IDLE_TIMEOUT_MS, () => side.destroy());
