@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { Message } from "@chat/shared";
 import { Presence } from "phoenix";
 import { afterEach, describe, expect, it } from "vitest";
+import { INSPECTABLE } from "../cluster/inspector.ts";
 import { fixed, history, range, roundRobin, seqs, sleep } from "./support/clients.ts";
 import {
   blockEventLoop,
@@ -19,7 +20,7 @@ const cluster = await useCluster({
     PRESENCE_DEAD_AFTER_MS: "2000",
     PRESENCE_HEARTBEAT_MS: "300",
     PRESENCE_STALL_LIMIT_MS: "3000",
-    NODE_OPTIONS: "--inspect-port=0", // blockEventLoop opens the inspector on a free port
+    NODE_OPTIONS: INSPECTABLE, // blockEventLoop opens the inspector on a free port
   },
 });
 const clients: PhoenixClient[] = [];

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll } from "vitest";
-import WebSocket from "ws";
+import { openInspector } from "../../cluster/inspector.ts";
 import {
   type Cluster,
   type ClusterOptions,
@@ -67,27 +67,13 @@ export async function metric(url: string, name: string): Promise<number> {
 
 /**
  * Blocks a node's main event loop for `ms` (its worker threads run on), as a long GC pause or
- * a CPU-starved machine would: SIGUSR1 opens the node's inspector, which runs a busy loop.
- * The node must run with NODE_OPTIONS=--inspect-port=0; resolves when the loop is free again.
+ * a CPU-starved machine would: the node's inspector runs a busy loop. The node must run with
+ * NODE_OPTIONS=INSPECTABLE; resolves when the loop is free again.
  */
 export async function blockEventLoop(node: NodeHandle, ms: number): Promise<void> {
   if (!node.pid) throw new Error(`node ${node.index} is not running`);
-  process.kill(node.pid, "SIGUSR1");
-  const inspectorUrl = async () => {
-    for (let waited = 0; waited < 5000; waited += 50) {
-      const found = node
-        .logTail(200)
-        .match(/Debugger listening on (ws:\/\/\S+)/g)
-        ?.at(-1);
-      if (found) return found.split(" ").at(-1) as string;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    throw new Error(`node ${node.index} opened no inspector`);
-  };
-  const socket = new WebSocket(await inspectorUrl());
-  await new Promise((resolve, reject) => socket.once("open", resolve).once("error", reject));
+  const inspector = await openInspector(node.pid, () => node.logTail(200));
   const expression = `{ const end = Date.now() + ${ms}; while (Date.now() < end); }`;
-  socket.send(JSON.stringify({ id: 1, method: "Runtime.evaluate", params: { expression } }));
-  await new Promise((resolve) => socket.once("message", resolve));
-  socket.close();
+  await inspector.call("Runtime.evaluate", { expression });
+  inspector.close();
 }

@@ -3,6 +3,7 @@ import { randomUUID } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { INSPECTABLE } from "../../../cluster/inspector.ts";
 import { type Cluster, findFreePort, REPO_ROOT, startCluster } from "../../../cluster/launcher.ts";
 import { ManagedProcess, RUN_TYPESCRIPT } from "../../../cluster/process.ts";
 import { startRedis } from "../../../cluster/redis.ts";
@@ -10,7 +11,7 @@ import { barChart, cpuSeconds, markdownTable } from "../output.ts";
 import { reports, setMarker, startGenerators } from "../ramp/ramp.ts";
 import type { GeneratorProtocol } from "../ramp/worker.ts";
 import { collect, deliveryFigures, rss, sendAtRate, waitForJoins } from "./fanout.ts";
-import { heapAfterGc, INSPECTABLE } from "./heap.ts";
+import { heapAfterGc } from "./heap.ts";
 
 /** Ours over Phoenix Channels or over Action Cable, and the peers those protocols come from. */
 export type PeerServer = "ours" | "ours-cable" | "socket.io" | "rails";

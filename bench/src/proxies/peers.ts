@@ -35,7 +35,7 @@ function pinned(
   });
 }
 
-/** One of our TypeScript entry points (or a bench script) under tsx, pinned like the rest. */
+/** One of our TypeScript entry points (or a bench script), run as production runs it, pinned like the rest. */
 function pinnedScript(
   name: string,
   cores: string,
