@@ -24,8 +24,13 @@ beforeAll(async () => {
 });
 
 const consumers: Array<{ disconnect(): void }> = [];
+/** Consumers a test is done with: `follow` must not re-subscribe them, as that would reopen them. */
+const retired = new WeakSet<object>();
 afterEach(() => {
-  for (const consumer of consumers.splice(0)) consumer.disconnect();
+  for (const consumer of consumers.splice(0)) {
+    retired.add(consumer);
+    consumer.disconnect();
+  }
 });
 
 /** A consumer whose URL is re-read on every (re)connect: a live node, as the gateway would pick. */
@@ -68,6 +73,7 @@ function follow(cable: ReturnType<typeof consumer>, room: string, fromStart = fa
         }
       },
       disconnected: () => {
+        if (retired.has(cable)) return;
         // `remove` exists in @rails/actioncable, though its type definitions lag behind.
         (cable.subscriptions as unknown as { remove(s: unknown): void }).remove(subscription);
         subscribe();
