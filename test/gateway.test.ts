@@ -1,8 +1,14 @@
 import { randomUUID } from "node:crypto";
+import { mkdtemp } from "node:fs/promises";
+import { get, type IncomingMessage } from "node:http";
 import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Socket } from "phoenix";
 import { describe, expect, it } from "vitest";
 import WebSocket from "ws";
+import { GatewayProcess } from "../cluster/gateway.ts";
+import { findFreePort, REPO_ROOT } from "../cluster/launcher.ts";
 import { fixed, range, receive, seqs, sleep } from "./support/clients.ts";
 import { freshRoom, metric, storedSeqs, useCluster } from "./support/cluster.ts";
 import { joinRoom } from "./support/phoenix.ts";
@@ -67,6 +73,44 @@ const status = async () =>
   (await (await fetch(`${gateway}/.gateway/status`)).json()) as {
     upstreams: Array<{ address: string; state: string; slowStart: number }>;
   };
+interface Answer {
+  status: number;
+  retryAfter: string | undefined;
+  body: string;
+}
+
+async function answer(response: IncomingMessage): Promise<Answer> {
+  let body = "";
+  for await (const chunk of response.setEncoding("utf8")) body += chunk;
+  return { status: response.statusCode ?? 0, retryAfter: response.headers["retry-after"], body };
+}
+
+/** A request on a connection of its own, from `localAddress` (the gateway limits per address). */
+function requestFrom(url: string, localAddress: string): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    get(url, { agent: false, localAddress }, (response) => void answer(response).then(resolve)).on(
+      "error",
+      reject,
+    );
+  });
+}
+
+/** An upgrade from `localAddress`: the open socket, or the answer it was refused with. */
+function upgradeFrom(url: string, localAddress: string): Promise<WebSocket | Answer> {
+  return new Promise((resolve, reject) => {
+    const socket = new WebSocket(url, { localAddress });
+    socket.on("open", () => resolve(socket));
+    socket.on("unexpected-response", (_request, response) => void answer(response).then(resolve));
+    socket.on("error", reject);
+  });
+}
+
+const refusedWith = (code: string) => ({
+  status: code === "rate_limited" ? 429 : 503,
+  retryAfter: "1",
+  body: expect.stringContaining(`"code":"${code}"`),
+});
+
 const stateOf = async (port: number) =>
   (await status()).upstreams.find((u) => u.address.endsWith(`:${port}`))?.state;
 
@@ -215,6 +259,60 @@ describe("the gateway", () => {
     if (!(big instanceof Error)) expect(big.status).toBe(431);
     await expect.poll(() => slow.filter((s) => !s.destroyed).length, { timeout: 8000 }).toBe(0);
     expect((await fetch(`${gateway}/api/rooms`)).status).toBe(200);
+  });
+
+  it("over MAX_CONNECTIONS or MAX_NEW_CONNECTIONS_PER_IP it answers 503 or 429 with Retry-After, not a hang-up", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "chat-strict-gateway-"));
+    const adminPort = await findFreePort();
+    const strict = new GatewayProcess({
+      repoRoot: REPO_ROOT,
+      port: await findFreePort(),
+      adminPort,
+      dataDir: dir,
+      logDir: dir,
+      output: "pipe-to-file",
+      workers: 1,
+      env: { MAX_CONNECTIONS: "3", MAX_NEW_CONNECTIONS_PER_IP: "2" },
+    });
+    strict.setUpstreams(cluster.nodes.map((node) => new URL(node.url).host));
+    await strict.start();
+    const http = `${strict.url}/api/rooms`;
+    const ws = `${strict.url.replace("http", "ws")}/socket/websocket?vsn=2.0.0`;
+    let nextAddress = 10;
+    const fresh = () => `127.0.0.${nextAddress++}`; // a full token bucket each
+    const admitted = () => metric(`http://127.0.0.1:${adminPort}`, "gateway_client_connections");
+    try {
+      await expect.poll(admitted, { timeout: 10_000 }).toBe(0); // the launcher's health check closed
+      // Three held connections reach the limit; the fourth is answered 503, upgrade or not.
+      const held = await Promise.all([0, 1, 2].map(() => upgradeFrom(ws, fresh())));
+      expect(held.map((s) => (s instanceof WebSocket ? "open" : s))).toEqual([
+        "open",
+        "open",
+        "open",
+      ]);
+      expect(await requestFrom(http, fresh())).toMatchObject(refusedWith("overloaded"));
+      expect(await upgradeFrom(ws, fresh())).toMatchObject(refusedWith("overloaded"));
+      expect(await admitted()).toBe(3); // the refused ones never counted
+      for (const socket of held) (socket as WebSocket).terminate();
+      await expect.poll(admitted).toBe(0);
+      expect((await requestFrom(http, fresh())).status).toBe(200);
+
+      // Two new connections a second per address: a burst of six gets at least one 429.
+      const address = fresh();
+      const burst = await Promise.all(range(1, 6).map(() => requestFrom(http, address)));
+      const refused = burst.filter((answer) => answer.status !== 200);
+      expect(refused.length).toBeGreaterThan(0);
+      for (const answer of refused) expect(answer).toMatchObject(refusedWith("rate_limited"));
+      const upgrades = await Promise.all(range(1, 4).map(() => upgradeFrom(ws, address)));
+      const cut = upgrades.filter((u): u is Answer => !(u instanceof WebSocket));
+      expect(cut.length).toBeGreaterThan(0);
+      for (const answer of cut) expect(answer).toMatchObject(refusedWith("rate_limited"));
+      for (const u of upgrades) if (u instanceof WebSocket) u.terminate();
+      // Another address is not held back meanwhile.
+      expect((await requestFrom(http, fresh())).status).toBe(200);
+    } finally {
+      await strict.stop();
+    }
   });
 
   it("checks each node once per HEALTH_INTERVAL_MS for all its workers together, not once per worker", async () => {

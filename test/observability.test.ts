@@ -107,6 +107,8 @@ describe("Prometheus and Grafana configuration", () => {
       "chat_delivery_latency_ms_bucket",
       "gateway_upstream_up",
       "gateway_retries_total",
+      "gateway_refused_connections_total",
+      "gateway_client_connections",
       "edge_cache_hits_total",
       "edge_bytes_served_from_cache_total",
       "chat_pg_replica_lag_seconds",

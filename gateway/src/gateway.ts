@@ -1,7 +1,7 @@
 import cluster from "node:cluster";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { Socket } from "node:net";
 import type { Logger } from "@chat/shared";
+import { answerRaw, createAdmission } from "./admission/admission.ts";
 import type { GatewayConfig } from "./config.ts";
 import { startDiscovery } from "./discovery/discovery.ts";
 import { startHealthChecks } from "./health/health-checks.ts";
@@ -51,9 +51,13 @@ export function createGateway(
     },
     (req, res) => void route(req, res),
   );
-  server.maxConnections = config.MAX_CONNECTIONS;
-  server.on("connection", admitConnection(config, metrics));
-  server.on("upgrade", (req, socket, head) => void websockets.handle(req, socket, head));
+  const admission = createAdmission(config, metrics);
+  server.on("connection", admission.admit);
+  server.on("upgrade", (req, socket, head) => {
+    const refusal = admission.refusal(req.socket);
+    if (refusal) answerRaw(socket, refusal);
+    else void websockets.handle(req, socket, head);
+  });
   server.on("clientError", (error: NodeJS.ErrnoException, socket) => {
     const status =
       error.code === "HPE_HEADER_OVERFLOW"
@@ -72,6 +76,16 @@ export function createGateway(
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     req.on("error", () => res.destroy());
     res.on("error", () => res.destroy());
+    const refusal = admission.refusal(req.socket);
+    if (refusal) {
+      res.shouldKeepAlive = false;
+      res.writeHead(refusal.status, {
+        "content-type": "application/json",
+        "retry-after": String(refusal.retryAfter),
+      });
+      res.end(JSON.stringify(refusal.toBody()));
+      return;
+    }
     const path = (req.url ?? "/").split("?")[0];
     try {
       if (path === HEALTH_PATH) return json(res, 200, { status: "ok" });
@@ -135,29 +149,8 @@ export function createGateway(
       await new Promise<void>((resolve) => server.close(() => resolve()));
       http.close();
       websockets.close();
+      admission.close();
     },
-  };
-}
-
-/** Per-address admission: a token bucket of new connections per second, per worker. */
-function admitConnection(config: GatewayConfig, metrics: ReturnType<typeof createGatewayMetrics>) {
-  const buckets = new Map<string, { tokens: number; at: number }>();
-  setInterval(() => buckets.clear(), 60_000).unref(); // forget idle addresses
-  return (socket: Socket) => {
-    socket.on("error", () => socket.destroy());
-    const address = socket.remoteAddress ?? "unknown";
-    const now = Date.now();
-    const rate = config.MAX_NEW_CONNECTIONS_PER_IP;
-    const bucket = buckets.get(address) ?? { tokens: rate, at: now };
-    bucket.tokens = Math.min(rate, bucket.tokens + ((now - bucket.at) / 1000) * rate);
-    bucket.at = now;
-    buckets.set(address, bucket);
-    if (bucket.tokens < 1) {
-      metrics.refusedConnections.inc({ reason: "rate" });
-      socket.destroy();
-      return;
-    }
-    bucket.tokens -= 1;
   };
 }
 

@@ -27,6 +27,11 @@ export function createGatewayMetrics(gatewayId: string) {
       labelNames: ["upstream"] as const,
       registers,
     }),
+    clientConnections: new Gauge({
+      name: "gateway_client_connections",
+      help: "Client connections admitted and open (MAX_CONNECTIONS bounds them per worker)",
+      registers,
+    }),
     openWebSockets: new Gauge({
       name: "gateway_open_websockets",
       help: "Proxied WebSockets open, by upstream",

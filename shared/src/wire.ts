@@ -50,6 +50,7 @@ export const ERROR_STATUS = {
   gateway_timeout: 504,
   draining: 503,
   unavailable: 503,
+  overloaded: 503,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

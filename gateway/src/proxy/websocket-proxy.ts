@@ -1,8 +1,9 @@
 import { Agent, type IncomingMessage } from "node:http";
 import { connect, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
-import type { Logger } from "@chat/shared";
+import { ChatError, type Logger } from "@chat/shared";
 import { createProxyServer } from "http-proxy-3";
+import { answerRaw } from "../admission/admission.ts";
 import type { GatewayConfig } from "../config.ts";
 import type { GatewayMetrics } from "../metrics.ts";
 import type { Upstream, UpstreamPool } from "../upstreams/pool.ts";
@@ -76,14 +77,13 @@ export function createWebSocketProxy(deps: {
       tunnel(req, client, head, upstream, socket);
       return;
     }
-    if (!client.destroyed) {
-      client.end(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" +
-          JSON.stringify({
-            error: { code: "unavailable", message: "no node could take the connection; retry" },
-          }),
+    if (!client.destroyed)
+      answerRaw(
+        client,
+        new ChatError("unavailable", "no node could take the connection; retry", {
+          retryAfter: 1,
+        }),
       );
-    }
   }
 
   function tunnel(
