@@ -5,7 +5,7 @@ import {
   type Server,
   type ServerResponse,
 } from "node:http";
-import type { AddressInfo } from "node:net";
+import { type AddressInfo, connect } from "node:net";
 import { brotliDecompressSync, gunzipSync } from "node:zlib";
 import { createLogger } from "@chat/shared";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -52,6 +52,7 @@ beforeAll(async () => {
     ORIGIN_URL: `http://127.0.0.1:${originPort}`,
     CACHE_MAX_BYTES: String(400 * 1024),
     EDGE_ADMIN_TOKEN: ADMIN,
+    HEADERS_TIMEOUT_MS: "1000",
   });
   edge = createEdge(config, createLogger({ service: "edge", instance: "test", level: "silent" }));
   edgeUrl = `http://127.0.0.1:${await edge.listen()}`;
@@ -357,5 +358,34 @@ describe("pass-through", () => {
     });
     expect(reply).toBe("echo:ping");
     socket.close();
+  });
+
+  it("answers what it cannot pass on, never with a bare hang-up: 431, 408, and 502 to an upgrade", async () => {
+    expect((await get("/x", { "x-big": "y".repeat(20_000) })).status).toBe(431);
+
+    const slow = connect(Number(new URL(edgeUrl).port), "127.0.0.1");
+    slow.write("GET / HTTP/1.1\r\nHost: x\r\n"); // a head that never ends
+    let answer = "";
+    slow.setEncoding("utf8").on("data", (chunk: string) => (answer += chunk));
+    await new Promise((resolve) => slow.on("close", resolve));
+    expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+
+    await new Promise<void>((resolve) => origin.close(() => resolve()));
+    origin.closeAllConnections();
+    try {
+      const refused = await new Promise<IncomingMessage>((resolve, reject) => {
+        const socket = new WebSocket(`${edgeUrl.replace("http", "ws")}/socket/websocket`);
+        socket.on("unexpected-response", (_request, response) => resolve(response));
+        socket.on("open", () => reject(new Error("upgraded with the origin down")));
+        socket.on("error", reject);
+      });
+      expect(refused.statusCode).toBe(502);
+      expect(refused.headers["retry-after"]).toBe("1");
+      let body = "";
+      for await (const chunk of refused.setEncoding("utf8")) body += chunk;
+      expect(JSON.parse(body)).toMatchObject({ error: { code: "unavailable", retryable: true } });
+    } finally {
+      await startOrigin(originPort);
+    }
   });
 });

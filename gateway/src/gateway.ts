@@ -1,7 +1,7 @@
 import cluster from "node:cluster";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { Logger } from "@chat/shared";
-import { answerRaw, createAdmission } from "./admission/admission.ts";
+import { answerClientError, answerRaw, type Logger } from "@chat/shared";
+import { createAdmission } from "./admission/admission.ts";
 import type { GatewayConfig } from "./config.ts";
 import { startDiscovery } from "./discovery/discovery.ts";
 import { startHealthChecks } from "./health/health-checks.ts";
@@ -58,20 +58,7 @@ export function createGateway(
     if (refusal) answerRaw(socket, refusal);
     else void websockets.handle(req, socket, head);
   });
-  server.on("clientError", (error: NodeJS.ErrnoException, socket) => {
-    const status =
-      error.code === "HPE_HEADER_OVERFLOW"
-        ? "431 Request Header Fields Too Large"
-        : error.code === "ERR_HTTP_REQUEST_TIMEOUT" || error.code === "HPE_HEADER_TIMEOUT"
-          ? "408 Request Timeout"
-          : "400 Bad Request";
-    // Answer, then free the socket even if the client never closes its side.
-    if (socket.writable)
-      socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, () =>
-        socket.destroy(),
-      );
-    else socket.destroy();
-  });
+  server.on("clientError", answerClientError);
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     req.on("error", () => res.destroy());

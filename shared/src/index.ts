@@ -3,4 +3,5 @@ export * from "./config.ts";
 export * from "./errors.ts";
 export * from "./logger.ts";
 export * from "./metrics.ts";
+export * from "./raw-answers.ts";
 export * from "./wire.ts";

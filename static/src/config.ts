@@ -18,6 +18,10 @@ export const edgeConfigSchema = z.object({
   STALE_IF_ERROR_MAX_S: env.int(86_400, 0),
   /** Time allowed for the origin's response headers on a cacheable request. */
   ORIGIN_TIMEOUT_MS: env.int(10_000, 100),
+  /** Slowloris guard: a request's whole head must arrive within this (408 otherwise). */
+  HEADERS_TIMEOUT_MS: env.int(10_000, 100),
+  /** Request heads over this get 431. */
+  MAX_HEADER_BYTES: env.int(16_384, 1024, 1_048_576),
   /** Bearer token for POST /.edge/purge; purging is off while unset. */
   EDGE_ADMIN_TOKEN: z.string().min(16).optional(),
 });

@@ -1,6 +1,6 @@
 import { timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { ChatError, type Logger } from "@chat/shared";
+import { answerClientError, ChatError, type Logger } from "@chat/shared";
 import { CacheStore } from "./cache/cache-store.ts";
 import { EdgeCache } from "./cache/edge-cache.ts";
 import { isCacheCandidate } from "./cache/request-kind.ts";
@@ -22,11 +22,20 @@ export function createEdge(config: EdgeConfig, log: Logger) {
   const cache = new EdgeCache({ store, config, metrics, log });
   const passthrough = createPassthrough(config.ORIGIN_URL, metrics, log);
 
-  const server: Server = createServer((req, res) => {
-    route(req, res).catch((error: unknown) => fail(res, error));
-  });
+  const server: Server = createServer(
+    {
+      maxHeaderSize: config.MAX_HEADER_BYTES,
+      headersTimeout: config.HEADERS_TIMEOUT_MS,
+      requestTimeout: 0, // uploads and streams are bounded by the origin, not here
+      // Node checks header timeouts on this interval (30 s by default): too late for slowloris.
+      connectionsCheckingInterval: Math.min(1000, config.HEADERS_TIMEOUT_MS),
+    },
+    (req, res) => {
+      route(req, res).catch((error: unknown) => fail(res, error));
+    },
+  );
   server.on("upgrade", (req, socket, head) => passthrough.ws(req, socket, head));
-  server.on("clientError", (_error, socket) => socket.destroy());
+  server.on("clientError", answerClientError);
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? "/").split("?")[0];

@@ -1,6 +1,7 @@
 import { Agent, type IncomingMessage, type ServerResponse } from "node:http";
+import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
-import { ChatError, type Logger } from "@chat/shared";
+import { answerRaw, ChatError, type Logger } from "@chat/shared";
 import { createProxyServer } from "http-proxy-3";
 import type { EdgeMetrics } from "./metrics.ts";
 
@@ -26,16 +27,21 @@ export function createPassthrough(originUrl: string, metrics: EdgeMetrics, log: 
   });
   proxy.on("error", (error, _req, target) => {
     log.warn({ err: error }, "origin unreachable for a pass-through request");
+    const unreachable = new ChatError("unavailable", "the origin is unreachable; retry", {
+      retryAfter: 1,
+    });
     if ("writeHead" in target) {
       const response = target as ServerResponse;
       if (!response.headersSent) {
-        const body = new ChatError("unavailable", "the origin is unreachable; retry", {
-          retryAfter: 1,
-        }).toBody();
         response.writeHead(502, { "content-type": "application/json", "retry-after": "1" });
-        response.end(JSON.stringify(body));
+        response.end(JSON.stringify(unreachable.toBody()));
       } else response.destroy();
-    } else (target as Duplex).destroy();
+    } else {
+      // An upgrade not yet answered gets the same 502; one already relaying is cut.
+      const socket = target as Socket;
+      if (socket.bytesWritten === 0) answerRaw(socket, unreachable, 502);
+      else socket.destroy();
+    }
   });
   return {
     web(req: IncomingMessage, res: ServerResponse): void {

@@ -1,4 +1,3 @@
-import { STATUS_CODES } from "node:http";
 import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { ChatError } from "@chat/shared";
@@ -91,23 +90,3 @@ const RATE_LIMITED = (perSecond: number) =>
     `more than ${perSecond} new connections a second from this address`,
     { retryable: true, retryAfter: 1 },
   );
-
-/**
- * Answers on a raw socket (an upgrade, which has no ServerResponse) with the JSON body every
- * HTTP error has, then closes it.
- */
-export function answerRaw(socket: Duplex, error: ChatError): void {
-  if (!socket.writable) {
-    socket.destroy();
-    return;
-  }
-  const body = JSON.stringify(error.toBody());
-  const head = [
-    `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status]}`,
-    "Content-Type: application/json",
-    `Content-Length: ${Buffer.byteLength(body)}`,
-    ...(error.retryAfter === undefined ? [] : [`Retry-After: ${error.retryAfter}`]),
-    "Connection: close",
-  ];
-  socket.end(`${head.join("\r\n")}\r\n\r\n${body}`, () => socket.destroy());
-}

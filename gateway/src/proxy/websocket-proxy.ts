@@ -1,9 +1,8 @@
 import { Agent, type IncomingMessage } from "node:http";
 import { connect, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
-import { ChatError, type Logger } from "@chat/shared";
+import { answerRaw, ChatError, type Logger } from "@chat/shared";
 import { createProxyServer } from "http-proxy-3";
-import { answerRaw } from "../admission/admission.ts";
 import type { GatewayConfig } from "../config.ts";
 import type { GatewayMetrics } from "../metrics.ts";
 import type { Upstream, UpstreamPool } from "../upstreams/pool.ts";
