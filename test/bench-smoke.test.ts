@@ -5,6 +5,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { cdnPlot, cdnTable, runPageLoads } from "../bench/src/cdn/page-load.ts";
 import { fanoutPlot, fanoutTable, runFanout, settleJoins } from "../bench/src/fanout/fanout.ts";
 import { peerPlot, peerTable, runPeer } from "../bench/src/fanout/peers.ts";
+import { runFloor, withFloorTable } from "../bench/src/floor/floor.ts";
 import { barChart, writeRun } from "../bench/src/output.ts";
 import { benchEdge, benchGateway, proxyTable } from "../bench/src/proxies/proxies.ts";
 import { rampPlot, rampTable, runRamp, startGenerators } from "../bench/src/ramp/ramp.ts";
@@ -145,14 +146,13 @@ describe("benchmarks, smoke-sized", () => {
       // Both are Node servers: their heaps after a full GC, read through the inspector.
       expect(Number.isFinite(r.heapBytesPerConnection), r.server).toBe(true);
     }
-    const dir = writeRun(
-      "socketio",
-      results,
-      peerTable(results),
-      peerPlot(results),
-      tmpRun("socketio"),
-    );
-    expectFiles(dir, "Socket.IO");
+    // The write floor: the same broadcasts with no server; the sink must get every byte.
+    const floor = await runFloor(options);
+    expect(floor.map((f) => f.deliveries)).toEqual([200, 200]);
+    for (const f of floor) expect(f.deliveriesPerCpuSecond, f.mode).toBeGreaterThan(0);
+    const table = withFloorTable(peerTable(results), floor, results);
+    const dir = writeRun("socketio", results, table, peerPlot(results), tmpRun("socketio"));
+    expectFiles(dir, "write(2) per connection");
   }, 180_000);
 
   it("rails: our node's /cable and Rails's Action Cable both deliver everything, side by side", async () => {

@@ -15,6 +15,7 @@ import {
   peerTable,
   runPeer,
 } from "./fanout/peers.ts";
+import { runFloor, withFloorTable } from "./floor/floor.ts";
 import { barChart, runDir, writeRun } from "./output.ts";
 import { benchEdge, benchGateway, type ProxyBenchResult, proxyTable } from "./proxies/proxies.ts";
 import { type RampResult, type RampTarget, rampPlot, rampTable, runRamp } from "./ramp/ramp.ts";
@@ -51,7 +52,9 @@ benchmarks:
 
   socketio  the fan-out scenario against one chat node and one Socket.IO server with its
           Redis adapter, one core each: deliveries per CPU second, latency, memory per
-          connection.                                 --subscribers 1000  --rate 50  --messages 200
+          connection; then the write floor, the same broadcasts written with no server (a
+          bare write(2), and net.Socket#write) to as many connections.
+          --subscribers 1000  --rate 50  --messages 200
 
   cdn     the CDN thesis's measurement: full page loads of the web client in Chromium for a
           user RTT ms from the origin, with no edge, a cold edge and a warm edge near the
@@ -232,7 +235,14 @@ async function peers(name: string, servers: PeerServer[]): Promise<void> {
     say(`[bench] ${name}: ${server}, ${options.subscribers} subscribers`);
     results.push(await runPeer(server, options));
   }
-  publish(name, { results }, peerTable(results), peerPlot(results));
+  // The same broadcasts with no server at all: the most any server could deliver per core.
+  const floor = await runFloor(options);
+  publish(
+    name,
+    { results, floor },
+    withFloorTable(peerTable(results), floor, results),
+    peerPlot(results),
+  );
 }
 
 async function tsung(): Promise<void> {
