@@ -86,6 +86,33 @@ describe("SocketConnection.send", () => {
     client.close();
   });
 
+  it("writes a turn's first frame at once and what follows in the same turn in one more write", async () => {
+    const { connection, raw, received } = await connected();
+    const handle = (raw as unknown as { _socket: { _handle: Record<string, unknown> } })._socket
+      ._handle;
+    let writes = 0;
+    for (const name of ["writeBuffer", "writev", "writeUtf8String", "writeLatin1String"]) {
+      const original = handle[name] as (...args: unknown[]) => unknown;
+      handle[name] = (...args: unknown[]) => {
+        writes++;
+        return original.apply(handle, args);
+      };
+    }
+    connection.send(Buffer.from("one"));
+    expect(writes).toBe(1); // a broadcast's first write never waits
+    for (const body of ["two", "three"]) connection.send(Buffer.from(body)); // a node behind
+    connection.send("a reply");
+    expect(writes).toBe(1);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(writes).toBe(2);
+    await until(() => received.length === 4);
+    expect(received).toEqual(["one", "two", "three", "a reply"]);
+    connection.send(Buffer.from("next turn"));
+    expect(writes).toBe(3);
+    await until(() => received.length === 5);
+    expect(received.at(-1)).toBe("next turn");
+  });
+
   it("cuts off a client whose unread frames pass the buffer bound (4503)", async () => {
     const { connection, client } = await connected(100_000);
     const closed = once(client, "close");

@@ -46,7 +46,8 @@ export class SocketConnection {
   #protocol: SocketProtocol | undefined;
   #untrack: (() => void) | undefined;
   #closed = false;
-  #corked = false;
+  /** What this socket was sent in the current turn of the event loop. */
+  #turn: "none" | "written" | "corked" = "none";
   /** Inbound frames whose work is still running. */
   #handling = 0;
 
@@ -118,7 +119,7 @@ export class SocketConnection {
       this.close(CLOSE.slowConsumer, "slow_consumer");
       return;
     }
-    if (this.#handling > 0) this.#corkUntilTickEnds();
+    this.#coalesce();
     if (typeof text === "string" || !this.#writeFramed(text)) this.#raw.send(text, TEXT);
   }
 
@@ -137,19 +138,36 @@ export class SocketConnection {
   }
 
   /**
-   * Frames sent in one tick leave in one write: fewer packets and syscalls. Only while the
-   * client's own frames are handled: corking every socket would hold a broadcast's first
-   * writes back until all were queued. `ws` exposes its socket as `_socket`.
+   * Coalesces writes: the first frame a socket is sent in a turn of the event loop is
+   * written at once, and whatever follows in the same turn leaves in one write at its end.
+   * So a broadcast's first writes never wait for the rest to be queued (corking every socket
+   * did that), while a node that falls behind, handed several messages in one turn, writes
+   * them together: fewer system calls, the kernel's share of each delivery. A client's own
+   * frame corks its socket at once, so its reply and its copy of the message leave together.
    */
-  #corkUntilTickEnds(): void {
-    const socket = (this.#raw as unknown as { _socket?: Socket })._socket;
-    if (this.#corked || !socket) return;
-    this.#corked = true;
-    socket.cork();
-    process.nextTick(() => {
-      this.#corked = false;
-      socket.uncork();
-    });
+  #coalesce(): void {
+    if (this.#turn === "corked") return;
+    const listed = this.#turn === "written";
+    if (this.#turn === "none" && this.#handling === 0) this.#turn = "written";
+    else {
+      this.#socket?.cork();
+      this.#turn = "corked";
+    }
+    if (!listed && SocketConnection.#touchedThisTurn.push(this) === 1)
+      setImmediate(SocketConnection.#endTurn);
+  }
+
+  /** `ws` exposes its socket as `_socket`. */
+  get #socket(): Socket | undefined {
+    return (this.#raw as unknown as { _socket?: Socket })._socket;
+  }
+
+  static readonly #touchedThisTurn: SocketConnection[] = [];
+  static #endTurn(): void {
+    for (const connection of SocketConnection.#touchedThisTurn.splice(0)) {
+      if (connection.#turn === "corked") connection.#socket?.uncork();
+      connection.#turn = "none";
+    }
   }
 
   close(close: { code: number; reason: string }, metricReason: string): void {
