@@ -1,14 +1,23 @@
 import type { Message } from "@chat/shared";
 
+/**
+ * How a protocol frames messages for one topic. Made once per channel, not per delivery:
+ * subscribers whose encodings have equal keys share one frame.
+ */
+export interface FrameEncoding {
+  readonly key: string;
+  encode(messageJson: string): string;
+}
+
 /** A delivered message, encoded once for all the subscribers that send it the same way. */
 export interface Delivery {
   readonly message: Message;
   readonly json: string;
   /**
-   * The frame `build` makes of the message's JSON, as UTF-8 bytes, built once per `key`:
+   * The frame `encoding` makes of the message's JSON, as UTF-8 bytes, built once per key:
    * every subscriber of a room on one protocol shares one buffer instead of encoding its own.
    */
-  frame(key: string, build: (json: string) => string): Buffer;
+  frame(encoding: FrameEncoding): Buffer;
 }
 
 export function toDelivery(message: Message): Delivery {
@@ -20,12 +29,12 @@ export function toDelivery(message: Message): Delivery {
       json ??= JSON.stringify(message);
       return json;
     },
-    frame(key, build) {
+    frame(encoding) {
       frames ??= new Map();
-      let frame = frames.get(key);
+      let frame = frames.get(encoding.key);
       if (!frame) {
-        frame = Buffer.from(build(this.json));
-        frames.set(key, frame);
+        frame = Buffer.from(encoding.encode(this.json));
+        frames.set(encoding.key, frame);
       }
       return frame;
     },

@@ -46,8 +46,9 @@ export class SocketConnection {
   #protocol: SocketProtocol | undefined;
   #untrack: (() => void) | undefined;
   #closed = false;
-  /** What this socket was sent in the current turn of the event loop. */
-  #turn: "none" | "written" | "corked" = "none";
+  /** The turns of the event loop (see #coalesce) in which it was last written and corked. */
+  #writtenInTurn = -1;
+  #corkedInTurn = -1;
   /** Inbound frames whose work is still running. */
   #handling = 0;
 
@@ -146,28 +147,39 @@ export class SocketConnection {
    * frame corks its socket at once, so its reply and its copy of the message leave together.
    */
   #coalesce(): void {
-    if (this.#turn === "corked") return;
-    const listed = this.#turn === "written";
-    if (this.#turn === "none" && this.#handling === 0) this.#turn = "written";
-    else {
-      this.#socket?.cork();
-      this.#turn = "corked";
+    const turn = SocketConnection.#turn();
+    if (this.#writtenInTurn !== turn && this.#handling === 0) {
+      this.#writtenInTurn = turn; // the turn's first frame: written at once
+      return;
     }
-    if (!listed && SocketConnection.#touchedThisTurn.push(this) === 1)
+    if (this.#corkedInTurn === turn) return;
+    this.#corkedInTurn = turn;
+    this.#socket?.cork();
+    SocketConnection.#corked.push(this);
+  }
+
+  /** The current turn's number; the first call in a turn schedules the turn's end. */
+  static #turn(): number {
+    if (!SocketConnection.#turnEnding) {
+      SocketConnection.#turnEnding = true;
       setImmediate(SocketConnection.#endTurn);
+    }
+    return SocketConnection.#turnNumber;
+  }
+
+  static #turnNumber = 0;
+  static #turnEnding = false;
+  /** Sockets corked in this turn, uncorked (each one write) as it ends. */
+  static readonly #corked: SocketConnection[] = [];
+  static #endTurn(): void {
+    SocketConnection.#turnNumber++;
+    SocketConnection.#turnEnding = false;
+    for (const connection of SocketConnection.#corked.splice(0)) connection.#socket?.uncork();
   }
 
   /** `ws` exposes its socket as `_socket`. */
   get #socket(): Socket | undefined {
     return (this.#raw as unknown as { _socket?: Socket })._socket;
-  }
-
-  static readonly #touchedThisTurn: SocketConnection[] = [];
-  static #endTurn(): void {
-    for (const connection of SocketConnection.#touchedThisTurn.splice(0)) {
-      if (connection.#turn === "corked") connection.#socket?.uncork();
-      connection.#turn = "none";
-    }
   }
 
   close(close: { code: number; reason: string }, metricReason: string): void {

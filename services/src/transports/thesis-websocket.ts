@@ -1,12 +1,14 @@
 import { ChatError, CLOSE, DEFAULT_ROOM } from "@chat/shared";
 import { z } from "zod";
-import type { Subscription } from "../delivery/subscription.ts";
+import type { FrameEncoding, Subscription } from "../delivery/subscription.ts";
 import type { App, NodeServices } from "../http/context.ts";
 import { parseSendInput } from "../messages/input.ts";
 import type { SocketConnection, SocketProtocol } from "../sockets/connection.ts";
 import { serveSocket } from "../sockets/serve-socket.ts";
 import { asChatError } from "./phoenix/serializer.ts";
 
+/** The thesis socket sends each message's JSON as it is. */
+const AS_IS: FrameEncoding = { key: "thesis", encode: (json) => json };
 const AFTER = z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 
 /**
@@ -42,7 +44,7 @@ class ThesisSocket implements SocketProtocol {
     this.#subscription = services.chat
       .subscribe(DEFAULT_ROOM, {
         after,
-        deliver: (delivery) => connection.send(delivery.frame("thesis", (json) => json)),
+        deliver: (delivery) => connection.send(delivery.frame(AS_IS)),
         paceReplay: () => connection.whenWritable(),
       })
       .catch((error: unknown) => {

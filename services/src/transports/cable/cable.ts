@@ -1,5 +1,5 @@
 import { ChatError, CLOSE, DEFAULT_ROOM } from "@chat/shared";
-import type { Delivery, Subscription } from "../../delivery/subscription.ts";
+import type { Delivery, FrameEncoding, Subscription } from "../../delivery/subscription.ts";
 import type { App, NodeServices } from "../../http/context.ts";
 import { parseSendInput } from "../../messages/input.ts";
 import { parseRoomName } from "../../rooms/room-name.ts";
@@ -25,6 +25,8 @@ interface CableSubscription {
   room: string;
   /** The identifier exactly as the client sent it: frames echo it byte for byte. */
   identifierJson: string;
+  /** Its broadcasts: `{ identifier, message: { message } }` with the message's JSON spliced in. */
+  broadcast: FrameEncoding;
   subscription?: Subscription;
 }
 
@@ -129,7 +131,15 @@ class CableConnection implements SocketProtocol {
       this.#send({ identifier: identifierJson, type: "reject_subscription" });
       return;
     }
-    const entry: CableSubscription = { room: params.room, identifierJson };
+    const identifier = JSON.stringify(identifierJson);
+    const entry: CableSubscription = {
+      room: params.room,
+      identifierJson,
+      broadcast: {
+        key: `cable:${identifierJson}`,
+        encode: (json) => `{"identifier":${identifier},"message":{"message":${json}}}`,
+      },
+    };
     this.#subscriptions.set(identifierJson, entry);
     try {
       entry.subscription = await this.#services.chat.subscribe(params.room, {
@@ -166,15 +176,8 @@ class CableConnection implements SocketProtocol {
     await this.#services.chat.send(entry.room, sender, input);
   }
 
-  /** `{ identifier, message: { message } }` with the stored message's JSON spliced in (encoded once). */
   #broadcast(entry: CableSubscription, delivery: Delivery): void {
-    const { identifierJson } = entry;
-    this.#connection.send(
-      delivery.frame(
-        `cable:${identifierJson}`,
-        (json) => `{"identifier":${JSON.stringify(identifierJson)},"message":{"message":${json}}}`,
-      ),
-    );
+    this.#connection.send(delivery.frame(entry.broadcast));
   }
 
   #error(identifier: string | undefined, error: ChatError): void {

@@ -1,5 +1,5 @@
 import { ChatError, CLOSE } from "@chat/shared";
-import type { Delivery, Subscription } from "../../delivery/subscription.ts";
+import type { Delivery, FrameEncoding, Subscription } from "../../delivery/subscription.ts";
 import type { App, NodeServices } from "../../http/context.ts";
 import { parseSendInput } from "../../messages/input.ts";
 import type { PresenceDiff } from "../../presence/presence.ts";
@@ -41,6 +41,8 @@ interface Channel {
   topic: string;
   room: string;
   joinRef: string | null;
+  /** Its broadcasts: join_ref null, as Phoenix's own, so one frame serves every subscriber. */
+  publish: FrameEncoding;
   subscription?: Subscription;
   presenceRef?: Promise<string | null>;
   stopPresence?: () => void;
@@ -162,7 +164,17 @@ class PhoenixSocket implements SocketProtocol {
         `at most ${max} topics per socket (MAX_TOPICS_PER_SOCKET)`,
       );
     }
-    const channel: Channel = { topic: message.topic, room, joinRef: message.join_ref };
+    const { topic } = message;
+    const vsn = this.#vsn;
+    const channel: Channel = {
+      topic,
+      room,
+      joinRef: message.join_ref,
+      publish: {
+        key: `phx${vsn}:${topic}`,
+        encode: (json) => encodePublish(vsn, topic, null, json),
+      },
+    };
     this.#channels.set(message.topic, channel);
     let replied = false;
     try {
@@ -241,13 +253,7 @@ class PhoenixSocket implements SocketProtocol {
   }
 
   #publish(channel: Channel, delivery: Delivery): void {
-    // join_ref null, as Phoenix's own broadcasts: one frame per topic for every subscriber.
-    const { topic } = channel;
-    this.#connection.send(
-      delivery.frame(`phx${this.#vsn}:${topic}`, (json) =>
-        encodePublish(this.#vsn, topic, null, json),
-      ),
-    );
+    this.#connection.send(delivery.frame(channel.publish));
   }
 
   #fail(to: PhoenixMessage, error: ChatError): void {
