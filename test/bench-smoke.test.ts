@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { cdnPlot, cdnTable, runPageLoads } from "../bench/src/cdn/page-load.ts";
 import { fanoutPlot, fanoutTable, runFanout, settleJoins } from "../bench/src/fanout/fanout.ts";
-import { peerPlot, peerTable, runPeer } from "../bench/src/fanout/peers.ts";
+import { peerPlot, peerSummary, peerTable, runPeer } from "../bench/src/fanout/peers.ts";
 import { runFloor, withFloorTable } from "../bench/src/floor/floor.ts";
 import { barChart, writeRun } from "../bench/src/output.ts";
 import { benchEdge, benchGateway, proxyTable } from "../bench/src/proxies/proxies.ts";
@@ -150,6 +150,8 @@ describe("benchmarks, smoke-sized", () => {
     const floor = await runFloor(options);
     expect(floor.map((f) => f.deliveries)).toEqual([200, 200]);
     for (const f of floor) expect(f.deliveriesPerCpuSecond, f.mode).toBeGreaterThan(0);
+    // Medians over rounds: with one round, ours against itself.
+    expect(peerSummary(results)).toContain("| 1.00 (1.00–1.00) |");
     const table = withFloorTable(peerTable(results), floor, results);
     const dir = writeRun("socketio", results, table, peerPlot(results), tmpRun("socketio"));
     expectFiles(dir, "write(2) per connection");

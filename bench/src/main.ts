@@ -12,10 +12,11 @@ import {
   type PeerResult,
   type PeerServer,
   peerPlot,
+  peerSummary,
   peerTable,
   runPeer,
 } from "./fanout/peers.ts";
-import { runFloor, withFloorTable } from "./floor/floor.ts";
+import { type FloorResult, runFloor, withFloorTable } from "./floor/floor.ts";
 import { barChart, runDir, writeRun } from "./output.ts";
 import { benchEdge, benchGateway, type ProxyBenchResult, proxyTable } from "./proxies/proxies.ts";
 import { type RampResult, type RampTarget, rampPlot, rampTable, runRamp } from "./ramp/ramp.ts";
@@ -55,6 +56,7 @@ benchmarks:
           connection; then the write floor, the same broadcasts written with no server (a
           bare write(2), and net.Socket#write) to as many connections.
           --subscribers 1000  --rate 50  --messages 200
+          --repeat 1: rounds, in alternating order, with the medians of the ratios
 
   cdn     the CDN thesis's measurement: full page loads of the web client in Chromium for a
           user RTT ms from the origin, with no edge, a cold edge and a warm edge near the
@@ -62,7 +64,7 @@ benchmarks:
 
   rails   the same scenario over Action Cable: our node's /cable against Rails's Action Cable
           (Debian's ruby-actioncable under Puma) with its Redis adapter, one core each.
-          --subscribers 1000  --rate 50  --messages 200
+          --subscribers 1000  --rate 50  --messages 200  --repeat 1
 
   --smoke   a tiny run, to prove the benchmark works (CI runs these)`;
 
@@ -83,6 +85,7 @@ const { values, positionals } = parseArgs({
     "gateway-workers": { type: "string", default: "4" },
     "join-rate": { type: "string", default: "400" },
     loads: { type: "string", default: "5" },
+    repeat: { type: "string", default: "1" },
     smoke: { type: "boolean", default: false },
     direct: { type: "boolean", default: false },
     out: { type: "string" },
@@ -135,6 +138,7 @@ const flagsSchema = z.object({
   "gateway-workers": count.max(64),
   "join-rate": count,
   loads: count.max(100),
+  repeat: count.max(20),
 });
 const parsed = flagsSchema.safeParse(values);
 if (!parsed.success) {
@@ -231,16 +235,24 @@ async function peers(name: string, servers: PeerServer[]): Promise<void> {
     say,
   };
   const results: PeerResult[] = [];
-  for (const server of servers) {
-    say(`[bench] ${name}: ${server}, ${options.subscribers} subscribers`);
-    results.push(await runPeer(server, options));
+  const floor: FloorResult[] = [];
+  const rounds = values.smoke ? 1 : flags.repeat;
+  for (let round = 1; round <= rounds; round++) {
+    // Every other round in reverse order, so a machine slowing down favours no one.
+    for (const server of round % 2 ? servers : [...servers].reverse()) {
+      say(
+        `[bench] ${name}, round ${round}/${rounds}: ${server}, ${options.subscribers} subscribers`,
+      );
+      results.push({ ...(await runPeer(server, options)), round });
+    }
+    // The same broadcasts with no server at all: the most any server could deliver per core.
+    floor.push(...(await runFloor(options)).map((f) => ({ ...f, round })));
   }
-  // The same broadcasts with no server at all: the most any server could deliver per core.
-  const floor = await runFloor(options);
+  const table = withFloorTable(peerTable(results), floor, results);
   publish(
     name,
     { results, floor },
-    withFloorTable(peerTable(results), floor, results),
+    rounds > 1 ? `${peerSummary(results)}\n\n${table}` : table,
     peerPlot(results),
   );
 }

@@ -33,6 +33,8 @@ export interface PeerOptions {
 
 export interface PeerResult {
   server: string;
+  /** Which round of a repeated run (1 when run once): each is compared within its round. */
+  round?: number;
   subscribers: number;
   sent: number;
   deliveries: number;
@@ -215,14 +217,20 @@ export async function runPeer(server: PeerServer, options: PeerOptions): Promise
   }
 }
 
-export function peerTable(results: PeerResult[]): string {
-  // Each peer is compared with ours over its own protocol when that row is there.
-  const oursFor = (r: PeerResult) =>
+/** Ours in the same round, over the peer's own protocol when that row is there. */
+function oursFor(r: PeerResult, results: PeerResult[]): PeerResult | undefined {
+  const sameRound = results.filter((o) => (o.round ?? 1) === (r.round ?? 1));
+  return (
     (r.server.startsWith("Rails")
-      ? results.find((o) => o.server.includes("Action Cable"))
-      : undefined) ?? results.find((o) => o.server.includes("ours"));
+      ? sameRound.find((o) => o.server.includes("Action Cable"))
+      : undefined) ?? sameRound.find((o) => o.server.includes("ours"))
+  );
+}
+
+export function peerTable(results: PeerResult[]): string {
   return markdownTable(
     [
+      "round",
       "server",
       "subscribers",
       "messages",
@@ -238,8 +246,9 @@ export function peerTable(results: PeerResult[]): string {
       "this ÷ ours (heap)",
     ],
     results.map((r) => {
-      const ours = oursFor(r);
+      const ours = oursFor(r, results);
       return [
+        r.round ?? 1,
         r.server,
         r.subscribers.toLocaleString("en"),
         r.sent,
@@ -255,6 +264,59 @@ export function peerTable(results: PeerResult[]): string {
         ours?.heapBytesPerConnection && r.heapBytesPerConnection
           ? (r.heapBytesPerConnection / ours.heapBytesPerConnection).toFixed(2)
           : "—",
+      ];
+    }),
+  );
+}
+
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2
+    ? (sorted[middle] ?? Number.NaN)
+    : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
+};
+
+/**
+ * Over several rounds, each server's medians: its deliveries per CPU second, and the ratios
+ * to ours taken within each round (this machine's speed drifts between rounds, not within).
+ */
+export function peerSummary(results: PeerResult[]): string {
+  const servers = [...new Set(results.map((r) => r.server))];
+  return markdownTable(
+    [
+      "server",
+      "rounds",
+      "deliveries per CPU s, median",
+      "ours ÷ this, median (range)",
+      "this ÷ ours (memory), median",
+      "this ÷ ours (heap), median",
+    ],
+    servers.map((server) => {
+      const rows = results.filter((r) => r.server === server);
+      const speed = rows.flatMap((r) => {
+        const ours = oursFor(r, results);
+        return ours ? [ours.deliveriesPerCpuSecond / r.deliveriesPerCpuSecond] : [];
+      });
+      const memory = rows.flatMap((r) => {
+        const ours = oursFor(r, results);
+        return ours ? [r.bytesPerConnection / ours.bytesPerConnection] : [];
+      });
+      const heap = rows.flatMap((r) => {
+        const ours = oursFor(r, results);
+        return ours?.heapBytesPerConnection && r.heapBytesPerConnection
+          ? [r.heapBytesPerConnection / ours.heapBytesPerConnection]
+          : [];
+      });
+      return [
+        server,
+        rows.length,
+        Math.round(median(rows.map((r) => r.deliveriesPerCpuSecond))).toLocaleString("en"),
+        speed.length
+          ? `${median(speed).toFixed(2)} (${Math.min(...speed).toFixed(2)}–${Math.max(...speed).toFixed(2)})`
+          : "—",
+        memory.length ? median(memory).toFixed(2) : "—",
+        heap.length ? median(heap).toFixed(2) : "—",
       ];
     }),
   );

@@ -15,6 +15,8 @@ export type FloorMode = "syscall" | "socket";
 
 export interface FloorResult {
   mode: string;
+  /** Which round of a repeated run (1 when run once). */
+  round?: number;
   subscribers: number;
   messages: number;
   deliveries: number;
@@ -137,23 +139,30 @@ export function withFloorTable(serversTable: string, floor: FloorResult[], serve
   return `${serversTable}\n\nThe write floor, same connections, same run:\n\n${floorTable(floor, servers)}`;
 }
 
+/** Each floor row beside the servers of its own round. */
 function floorTable(floor: FloorResult[], servers: PeerResult[]): string {
+  const names = [...new Set(servers.map((s) => s.server))];
   return markdownTable(
     [
+      "round",
       "write floor",
       "connections",
       "deliveries",
       "CPU s",
       "deliveries per CPU s",
-      ...servers.map((s) => `${s.server} ÷ this`),
+      ...names.map((name) => `${name} ÷ this`),
     ],
     floor.map((f) => [
+      f.round ?? 1,
       f.mode,
       f.subscribers.toLocaleString("en"),
       f.deliveries.toLocaleString("en"),
       f.cpuSeconds,
       f.deliveriesPerCpuSecond.toLocaleString("en"),
-      ...servers.map((s) => (s.deliveriesPerCpuSecond / f.deliveriesPerCpuSecond).toFixed(2)),
+      ...names.map((name) => {
+        const server = servers.find((s) => s.server === name && (s.round ?? 1) === (f.round ?? 1));
+        return server ? (server.deliveriesPerCpuSecond / f.deliveriesPerCpuSecond).toFixed(2) : "—";
+      }),
     ]),
   );
 }
