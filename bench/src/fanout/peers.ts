@@ -322,9 +322,14 @@ export function peerSummary(results: PeerResult[]): string {
   );
 }
 
-export const peerPlot = (results: PeerResult[]) =>
-  barChart(
-    "Deliveries per CPU second, one core each",
+export function peerPlot(results: PeerResult[]): string {
+  const rounds = results.some((r) => (r.round ?? 1) > 1);
+  return barChart(
+    `Deliveries per CPU second, one core each${rounds ? " (round in brackets)" : ""}`,
     "deliveries/CPU s",
-    results.map((r) => ({ label: r.server, value: r.deliveriesPerCpuSecond })),
+    results.map((r) => ({
+      label: rounds ? `${r.server} (${r.round})` : r.server,
+      value: r.deliveriesPerCpuSecond,
+    })),
   );
+}
