@@ -7,10 +7,6 @@ import type { ChatError } from "./errors.ts";
  * HTTP error has, then closes it. `status` overrides the code's own (a proxy's 502).
  */
 export function answerRaw(socket: Duplex, error: ChatError, status: number = error.status): void {
-  if (!socket.writable) {
-    socket.destroy();
-    return;
-  }
   const body = JSON.stringify(error.toBody());
   const head = [
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}`,
@@ -19,7 +15,7 @@ export function answerRaw(socket: Duplex, error: ChatError, status: number = err
     ...(error.retryAfter === undefined ? [] : [`Retry-After: ${error.retryAfter}`]),
     "Connection: close",
   ];
-  socket.end(`${head.join("\r\n")}\r\n\r\n${body}`, () => socket.destroy());
+  endWith(socket, `${head.join("\r\n")}\r\n\r\n${body}`);
 }
 
 /**
@@ -34,12 +30,14 @@ export function answerClientError(error: NodeJS.ErrnoException, socket: Duplex):
       : error.code === "ERR_HTTP_REQUEST_TIMEOUT" || error.code === "HPE_HEADER_TIMEOUT"
         ? 408
         : 400;
-  if (!socket.writable) {
-    socket.destroy();
-    return;
-  }
-  socket.end(
+  endWith(
+    socket,
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`,
-    () => socket.destroy(),
   );
+}
+
+/** Writes a whole response and closes, freeing the socket even if the client never closes its side. */
+function endWith(socket: Duplex, response: string): void {
+  if (socket.writable) socket.end(response, () => socket.destroy());
+  else socket.destroy();
 }
