@@ -3,7 +3,7 @@ import type { Message } from "@chat/shared";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { range, roundRobin, seqs, sleep } from "./support/clients.ts";
-import { freshRoom, liveNodes, storedSeqs, useCluster } from "./support/cluster.ts";
+import { freshRoom, liveNodes, metric, storedSeqs, useCluster } from "./support/cluster.ts";
 
 /**
  * The official @rails/actioncable client, unchanged, against our nodes. It expects a
@@ -180,7 +180,10 @@ describe("Action Cable", () => {
       ]);
   });
 
-  it("a bad token gets a disconnect with reason unauthorized and no reconnect", async () => {
+  it("a bad token gets a disconnect with reason unauthorized and no reconnect; the node keeps nothing of it", async () => {
+    const openCables = () =>
+      metric(cluster.nodeUrl(0), 'chat_open_streams{transport="actioncable"');
+    await expect.poll(openCables, { timeout: 10_000 }).toBe(0); // earlier tests' consumers gone
     const socket = new WebSocket(`${cluster.nodeUrl(0).replace("http", "ws")}/cable?token=forged`, [
       "actioncable-v1-json",
     ]);
@@ -189,6 +192,27 @@ describe("Action Cable", () => {
     const code = await new Promise((resolve) => socket.on("close", resolve));
     expect(frames).toContainEqual({ type: "disconnect", reason: "unauthorized", reconnect: false });
     expect(code).toBe(4401);
+    expect(await openCables()).toBe(0);
+  });
+
+  it("pings every connection each CABLE_PING_MS with the time in seconds", async () => {
+    const url = `${cluster.nodeUrl(1).replace("http", "ws")}/cable`;
+    const sockets = [0, 1].map(() => new WebSocket(url, ["actioncable-v1-json"]));
+    const pings = sockets.map((socket) => {
+      const seen: number[] = [];
+      socket.on("message", (data) => {
+        const frame = JSON.parse(String(data)) as { type?: string; message?: number };
+        if (frame.type === "ping" && typeof frame.message === "number") seen.push(frame.message);
+      });
+      return seen;
+    });
+    await sleep(1600); // CABLE_PING_MS is 500 here
+    for (const socket of sockets) socket.close();
+    const now = Date.now() / 1000;
+    for (const seen of pings) {
+      expect(seen.length).toBeGreaterThanOrEqual(2);
+      for (const seconds of seen) expect(Math.abs(now - seconds)).toBeLessThan(5);
+    }
   });
 
   it("malformed frames get error frames; the connection and everyone else carry on", async () => {

@@ -31,8 +31,16 @@ export interface SubscribeOptions {
  * Feeds exist only for rooms with local subscribers; they linger a little after the last
  * one leaves because long polls come and go.
  */
+/** A room this node follows. `leave` is shared by its subscriptions: one closure each
+ * would cost ~100 B per subscriber. */
+interface FollowedRoom {
+  feed: RoomFeed;
+  ready: Promise<void>;
+  leave: (subscription: Subscription) => void;
+}
+
 export class DeliveryHub {
-  readonly #feeds = new Map<string, { feed: RoomFeed; ready: Promise<void> }>();
+  readonly #feeds = new Map<string, FollowedRoom>();
   readonly #lingering = new Map<string, NodeJS.Timeout>();
   #sweepTimer: NodeJS.Timeout | undefined;
   #closed = false;
@@ -81,10 +89,8 @@ export class DeliveryHub {
 
   /** Replays stored messages after `after`, then streams live ones: gapless, in order, once. */
   async subscribe(room: string, options: SubscribeOptions): Promise<Subscription> {
-    const feed = await this.#follow(room);
-    const subscription = new Subscription(room, options.after ?? 0, options.deliver, (s) =>
-      this.#leave(feed, s),
-    );
+    const { feed, leave } = await this.#follow(room);
+    const subscription = new Subscription(room, options.after ?? 0, options.deliver, leave);
     feed.subscriptions.add(subscription);
     if (options.after === null) subscription.startAt(feed.head);
     options.onStart?.(subscription.cursor);
@@ -132,18 +138,19 @@ export class DeliveryHub {
     }
   }
 
-  async #follow(room: string): Promise<RoomFeed> {
+  async #follow(room: string): Promise<FollowedRoom> {
     clearTimeout(this.#lingering.get(room));
     this.#lingering.delete(room);
     let entry = this.#feeds.get(room);
     if (!entry) {
       const feed = new RoomFeed(room, this.#feedContext());
-      entry = { feed, ready: this.#startFeed(feed) };
+      const leave = (subscription: Subscription) => this.#leave(feed, subscription);
+      entry = { feed, ready: this.#startFeed(feed), leave };
       this.#feeds.set(room, entry);
       this.#metrics.activeFeeds.set(this.#feeds.size);
     }
     await entry.ready;
-    return entry.feed;
+    return entry;
   }
 
   /** Subscribe on Redis before reading the head, so nothing committed in between is missed. */

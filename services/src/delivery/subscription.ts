@@ -1,4 +1,5 @@
 import type { Message } from "@chat/shared";
+import { LRUCache } from "lru-cache";
 
 /**
  * How a protocol frames messages for one topic. Made once per channel, not per delivery:
@@ -7,6 +8,23 @@ import type { Message } from "@chat/shared";
 export interface FrameEncoding {
   readonly key: string;
   encode(messageJson: string): string;
+}
+
+/** The encodings of the topics joined lately, shared by their channels (see frameEncoding). */
+const encodings = new LRUCache<string, FrameEncoding>({ max: 10_000 });
+
+/**
+ * The encoding for `key`, shared by every channel that frames its topic alike: one each
+ * would keep a key string and a closure (~170 B) per subscriber. `encode` must depend on
+ * nothing but the key's parts.
+ */
+export function frameEncoding(key: string, encode: (messageJson: string) => string): FrameEncoding {
+  let encoding = encodings.get(key);
+  if (!encoding) {
+    encoding = { key, encode };
+    encodings.set(key, encoding);
+  }
+  return encoding;
 }
 
 /** A delivered message, encoded once for all the subscribers that send it the same way. */

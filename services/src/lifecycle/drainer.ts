@@ -8,6 +8,13 @@ export type Transport =
   | "actioncable"
   | "thesis-websocket";
 
+/** Open long-lived work: a socket, a stream or a held poll, and how to end it for a drain. */
+export interface Drainable {
+  readonly transport: Transport;
+  /** Finish now with a reconnect hint. */
+  endForDrain(): void;
+}
+
 /**
  * The node's open long-lived work and its draining state. A stream registers how to end
  * itself; on drain each one is told to finish now with a reconnect hint, and `idle`
@@ -15,7 +22,7 @@ export type Transport =
  */
 export class Drainer {
   #draining = false;
-  readonly #open = new Map<symbol, () => void>();
+  readonly #open = new Set<Drainable>();
   readonly #waiters = new Set<() => void>();
   readonly #metrics: NodeMetrics;
   readonly #whenDraining: Promise<void>;
@@ -37,16 +44,25 @@ export class Drainer {
     return this.#whenDraining;
   }
 
+  /** Registers open work; `remove` it when it ends. Sockets register themselves, so that
+   * tens of thousands of them cost no closure each. */
+  add(work: Drainable): void {
+    if (this.#open.has(work)) return;
+    this.#open.add(work);
+    this.#metrics.openStreams.inc({ transport: work.transport });
+  }
+
+  remove(work: Drainable): void {
+    if (!this.#open.delete(work)) return;
+    this.#metrics.openStreams.dec({ transport: work.transport });
+    if (this.#open.size === 0) for (const wake of this.#waiters) wake();
+  }
+
   /** Registers an open stream; call the returned function when it ends. */
   track(transport: Transport, endForDrain: () => void): () => void {
-    const key = Symbol(transport);
-    this.#open.set(key, endForDrain);
-    this.#metrics.openStreams.inc({ transport });
-    return () => {
-      if (!this.#open.delete(key)) return;
-      this.#metrics.openStreams.dec({ transport });
-      if (this.#open.size === 0) for (const wake of this.#waiters) wake();
-    };
+    const work: Drainable = { transport, endForDrain };
+    this.add(work);
+    return () => this.remove(work);
   }
 
   /** Marks the node draining and asks every open stream to end. */
@@ -55,7 +71,7 @@ export class Drainer {
     this.#draining = true;
     this.#metrics.draining.set(1);
     this.#startDraining();
-    for (const end of this.#open.values()) end();
+    for (const work of [...this.#open]) work.endForDrain();
   }
 
   /** Resolves when no stream is open, or after `timeoutMs`. */

@@ -24,17 +24,16 @@ async function connected(maxBufferBytes = 1 << 20) {
   const [raw] = (await once(server, "connection")) as [WebSocket];
   await once(client, "open");
   const metrics = createNodeMetrics("test");
-  const connection = new SocketConnection(raw, {
+  const settings = {
     transport: "phoenix-websocket",
-    user: { id: "u", name: "u" },
-    address: "127.0.0.1",
     maxBufferBytes,
     framesPerSecond: 100,
     frameBurst: 100,
     drainer: new Drainer(metrics),
     metrics,
     log: createLogger({ service: "test", instance: "test", level: "silent" }),
-  });
+  } as const;
+  const connection = new SocketConnection(raw, settings, { id: "u", name: "u" }, "127.0.0.1");
   const received: string[] = [];
   client.on("message", (data, isBinary) => received.push(isBinary ? "<binary>" : String(data)));
   return { connection, client, raw, received };

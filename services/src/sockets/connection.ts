@@ -2,7 +2,7 @@ import type { Socket } from "node:net";
 import { CLOSE, type Logger, type User } from "@chat/shared";
 import type { WebSocket } from "ws";
 import * as ws from "ws";
-import type { Drainer, Transport } from "../lifecycle/drainer.ts";
+import type { Drainable, Drainer, Transport } from "../lifecycle/drainer.ts";
 import { FrameBucket } from "../limits/rate-limiter.ts";
 import type { NodeMetrics } from "../metrics.ts";
 
@@ -20,10 +20,9 @@ export interface SocketProtocol {
   onClose(): void;
 }
 
-export interface ConnectionOptions {
+/** What every socket of a route shares: made once, not kept per connection. */
+export interface SocketSettings {
   transport: Transport;
-  user: User;
-  address: string;
   maxBufferBytes: number;
   framesPerSecond: number;
   frameBurst: number;
@@ -37,14 +36,13 @@ export interface ConnectionOptions {
  * reading fills its buffer and is closed (4503) instead of growing the node's memory; it
  * resumes from its last seq on reconnect. Inbound frames pass a token bucket.
  */
-export class SocketConnection {
+export class SocketConnection implements Drainable {
   readonly user: User;
   readonly address: string;
   readonly #raw: WebSocket;
-  readonly #options: ConnectionOptions;
+  readonly #settings: SocketSettings;
   readonly #frames: FrameBucket;
   #protocol: SocketProtocol | undefined;
-  #untrack: (() => void) | undefined;
   #closed = false;
   /** The turns of the event loop (see #coalesce) in which it was last written and corked. */
   #writtenInTurn = -1;
@@ -52,12 +50,16 @@ export class SocketConnection {
   /** Inbound frames whose work is still running. */
   #handling = 0;
 
-  constructor(raw: WebSocket, options: ConnectionOptions) {
+  constructor(raw: WebSocket, settings: SocketSettings, user: User, address: string) {
     this.#raw = raw;
-    this.#options = options;
-    this.user = options.user;
-    this.address = options.address;
-    this.#frames = new FrameBucket(options.framesPerSecond, options.frameBurst);
+    this.#settings = settings;
+    this.user = user;
+    this.address = address;
+    this.#frames = new FrameBucket(settings.framesPerSecond, settings.frameBurst);
+  }
+
+  get transport(): Transport {
+    return this.#settings.transport;
   }
 
   get closed(): boolean {
@@ -66,8 +68,13 @@ export class SocketConnection {
 
   attach(protocol: SocketProtocol): void {
     this.#protocol = protocol;
-    this.#untrack = this.#options.drainer.track(this.#options.transport, () => protocol.onDrain());
-    this.#raw.on("error", (error) => this.#options.log.debug({ err: error }, "socket error"));
+    // A protocol may close the socket while it is built (Action Cable's refused token).
+    if (this.#closed) protocol.onClose();
+    else this.#settings.drainer.add(this);
+  }
+
+  endForDrain(): void {
+    this.#protocol?.onDrain();
   }
 
   receive(data: string | ArrayBuffer): void {
@@ -82,7 +89,7 @@ export class SocketConnection {
     this.#handling++;
     Promise.resolve(protocol.onText(data))
       .catch((error: unknown) =>
-        this.#options.log.error({ err: error }, "socket frame handler failed"),
+        this.#settings.log.error({ err: error }, "socket frame handler failed"),
       )
       .finally(() => this.#handling--);
   }
@@ -93,7 +100,7 @@ export class SocketConnection {
    * for `giveUpMs` is cut off like any slow consumer.
    */
   whenWritable(giveUpMs = 30_000): Promise<void> | undefined {
-    const threshold = this.#options.maxBufferBytes / 2;
+    const threshold = this.#settings.maxBufferBytes / 2;
     if (this.#raw.bufferedAmount < threshold) return undefined;
     return new Promise((resolve) => {
       const started = Date.now();
@@ -116,7 +123,7 @@ export class SocketConnection {
    */
   send(text: string | Buffer): void {
     if (this.closed) return;
-    if (this.#raw.bufferedAmount + text.length > this.#options.maxBufferBytes) {
+    if (this.#raw.bufferedAmount + text.length > this.#settings.maxBufferBytes) {
       this.close(CLOSE.slowConsumer, "slow_consumer");
       return;
     }
@@ -184,7 +191,7 @@ export class SocketConnection {
 
   close(close: { code: number; reason: string }, metricReason: string): void {
     if (this.#closed) return;
-    this.#options.metrics.socketsClosed.inc({ reason: metricReason });
+    this.#settings.metrics.socketsClosed.inc({ reason: metricReason });
     this.#raw.close(close.code, close.reason);
     // A peer that never completes the closing handshake must not keep the socket.
     setTimeout(() => this.#raw.terminate(), 5000).unref();
@@ -195,7 +202,7 @@ export class SocketConnection {
   ended(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#untrack?.();
+    this.#settings.drainer.remove(this);
     this.#protocol?.onClose();
   }
 }

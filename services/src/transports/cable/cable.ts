@@ -1,10 +1,16 @@
 import { ChatError, CLOSE, DEFAULT_ROOM } from "@chat/shared";
-import type { Delivery, FrameEncoding, Subscription } from "../../delivery/subscription.ts";
+import {
+  type Delivery,
+  type FrameEncoding,
+  frameEncoding,
+  type Subscription,
+} from "../../delivery/subscription.ts";
 import type { App, NodeServices } from "../../http/context.ts";
 import { parseSendInput } from "../../messages/input.ts";
 import { parseRoomName } from "../../rooms/room-name.ts";
 import type { SocketConnection, SocketProtocol } from "../../sockets/connection.ts";
 import { INVALID_TOKEN_USER, serveSocket } from "../../sockets/serve-socket.ts";
+import { Sweep } from "../../sockets/sweep.ts";
 import { asChatError } from "../phoenix/serializer.ts";
 
 const CHANNEL = "ChatChannel";
@@ -12,12 +18,23 @@ const FLOODS_BEFORE_CLOSE = 20;
 
 /** `/cable`: Action Cable's protocol (actioncable-v1-json), so `@rails/actioncable` works unchanged. */
 export function actionCableRoutes(app: App, services: NodeServices): void {
+  const pings = pingSweep(services.config.CABLE_PING_MS);
   serveSocket(app, services, {
     path: "/cable",
     transport: "actioncable",
     // Action Cable accepts the upgrade, then refuses with a disconnect frame.
     onBadToken: "accept-as-invalid",
-    open: (connection) => new CableConnection(connection, services),
+    open: (connection) => new CableConnection(connection, services, pings),
+  });
+}
+
+/** Pings every connection from one timer, as Rails does: one frame, built once per beat. */
+function pingSweep(intervalMs: number): Sweep<CableConnection> {
+  return new Sweep(intervalMs, (connections) => {
+    const ping = Buffer.from(
+      JSON.stringify({ type: "ping", message: Math.floor(Date.now() / 1000) }),
+    );
+    for (const connection of connections) connection.ping(ping);
   });
 }
 
@@ -41,23 +58,25 @@ class CableConnection implements SocketProtocol {
   readonly #connection: SocketConnection;
   readonly #services: NodeServices;
   readonly #subscriptions = new Map<string, CableSubscription>();
-  readonly #ping: NodeJS.Timeout;
+  readonly #pings: Sweep<CableConnection>;
   #inOrder: Promise<void> = Promise.resolve();
   #floods = 0;
 
-  constructor(connection: SocketConnection, services: NodeServices) {
+  constructor(connection: SocketConnection, services: NodeServices, pings: Sweep<CableConnection>) {
     this.#connection = connection;
     this.#services = services;
-    this.#ping = setInterval(
-      () => this.#send({ type: "ping", message: Math.floor(Date.now() / 1000) }),
-      services.config.CABLE_PING_MS,
-    );
+    this.#pings = pings;
     if (connection.user === INVALID_TOKEN_USER) {
       this.#send({ type: "disconnect", reason: "unauthorized", reconnect: false });
       connection.close(CLOSE.unauthorized, "unauthorized");
       return;
     }
+    pings.add(this);
     this.#send({ type: "welcome" });
+  }
+
+  ping(frame: Buffer): void {
+    this.#connection.send(frame);
   }
 
   onText(text: string): Promise<void> {
@@ -93,7 +112,7 @@ class CableConnection implements SocketProtocol {
   }
 
   onClose(): void {
-    clearInterval(this.#ping);
+    this.#pings.delete(this);
     for (const entry of this.#subscriptions.values()) entry.subscription?.close();
     this.#subscriptions.clear();
   }
@@ -135,16 +154,16 @@ class CableConnection implements SocketProtocol {
     const entry: CableSubscription = {
       room: params.room,
       identifierJson,
-      broadcast: {
-        key: `cable:${identifierJson}`,
-        encode: (json) => `{"identifier":${identifier},"message":{"message":${json}}}`,
-      },
+      broadcast: frameEncoding(
+        `cable:${identifierJson}`,
+        (json) => `{"identifier":${identifier},"message":{"message":${json}}}`,
+      ),
     };
     this.#subscriptions.set(identifierJson, entry);
     try {
       entry.subscription = await this.#services.chat.subscribe(params.room, {
         after: params.lastSeq,
-        deliver: (delivery) => this.#broadcast(entry, delivery),
+        deliver: this.#broadcaster(entry),
         paceReplay: () => this.#connection.whenWritable(),
         // Confirmed once the subscription is in place, then the replay streams at the pace
         // the client reads it.
@@ -176,8 +195,10 @@ class CableConnection implements SocketProtocol {
     await this.#services.chat.send(entry.room, sender, input);
   }
 
-  #broadcast(entry: CableSubscription, delivery: Delivery): void {
-    this.#connection.send(delivery.frame(entry.broadcast));
+  /** Made apart from #subscribe so that the subscription, which keeps it, keeps nothing
+   * else of the command that subscribed. */
+  #broadcaster(entry: CableSubscription): (delivery: Delivery) => void {
+    return (delivery) => this.#connection.send(delivery.frame(entry.broadcast));
   }
 
   #error(identifier: string | undefined, error: ChatError): void {

@@ -1,10 +1,16 @@
 import { ChatError, CLOSE } from "@chat/shared";
-import type { Delivery, FrameEncoding, Subscription } from "../../delivery/subscription.ts";
+import {
+  type Delivery,
+  type FrameEncoding,
+  frameEncoding,
+  type Subscription,
+} from "../../delivery/subscription.ts";
 import type { App, NodeServices } from "../../http/context.ts";
 import { parseSendInput } from "../../messages/input.ts";
 import type { PresenceDiff } from "../../presence/presence.ts";
 import type { SocketConnection, SocketProtocol } from "../../sockets/connection.ts";
 import { serveSocket } from "../../sockets/serve-socket.ts";
+import { Sweep } from "../../sockets/sweep.ts";
 import {
   asChatError,
   broadcast,
@@ -28,11 +34,24 @@ const FLOODS_BEFORE_CLOSE = 20;
 
 /** `/socket/websocket`: Phoenix Channels over WebSocket, as phoenix.js speaks it. */
 export function phoenixSocketRoutes(app: App, services: NodeServices): void {
+  const heartbeats = heartbeatSweep(services.config.PHOENIX_HEARTBEAT_TIMEOUT_MS);
   serveSocket(app, services, {
     path: "/socket/websocket",
     transport: "phoenix-websocket",
     onBadToken: "refuse-upgrade", // Phoenix refuses a failed connect/3 with 403 on the upgrade
-    open: (connection, query) => new PhoenixSocket(connection, services, parseVsn(query.vsn)),
+    open: (connection, query) =>
+      new PhoenixSocket(connection, services, parseVsn(query.vsn), heartbeats),
+  });
+}
+
+/**
+ * Closes sockets silent for `timeoutMs`. It looks every quarter of the timeout, so a
+ * socket goes between 1 and 1.25 timeouts after its last frame.
+ */
+function heartbeatSweep(timeoutMs: number): Sweep<PhoenixSocket> {
+  return new Sweep(timeoutMs / 4, (sockets) => {
+    const silentSince = Date.now() - timeoutMs;
+    for (const socket of sockets) socket.closeIfSilentSince(silentSince);
   });
 }
 
@@ -58,21 +77,33 @@ class PhoenixSocket implements SocketProtocol {
   readonly #services: NodeServices;
   readonly #vsn: Vsn;
   readonly #channels = new Map<string, Channel>();
-  #heartbeat: NodeJS.Timeout | undefined;
+  readonly #heartbeats: Sweep<PhoenixSocket>;
+  /** When the client last sent a frame (Date.now()). */
+  #heardAt = Date.now();
   #floods = 0;
   #inOrder: Promise<void> = Promise.resolve();
 
-  constructor(connection: SocketConnection, services: NodeServices, vsn: Vsn) {
+  constructor(
+    connection: SocketConnection,
+    services: NodeServices,
+    vsn: Vsn,
+    heartbeats: Sweep<PhoenixSocket>,
+  ) {
     this.#connection = connection;
     this.#services = services;
     this.#vsn = vsn;
-    this.#armHeartbeat();
+    this.#heartbeats = heartbeats;
+    heartbeats.add(this);
+  }
+
+  closeIfSilentSince(time: number): void {
+    if (this.#heardAt < time) this.#connection.close(CLOSE.heartbeatTimeout, "heartbeat_timeout");
   }
 
   /** Heartbeats are answered at once; other frames run one after another, like a Phoenix
    * channel process, so a client's pushes are stored in the order it sent them. */
   onText(text: string): Promise<void> | undefined {
-    this.#armHeartbeat();
+    this.#heardAt = Date.now();
     this.#floods = 0;
     let message: PhoenixMessage;
     try {
@@ -92,7 +123,7 @@ class PhoenixSocket implements SocketProtocol {
   }
 
   onBinary(): void {
-    this.#armHeartbeat();
+    this.#heardAt = Date.now();
     const error = new ChatError("bad_request", "binary frames are not supported; send JSON text");
     this.#fail(broadcast(PHOENIX_TOPIC, PHOENIX_EVENTS.reply, null), error);
   }
@@ -124,7 +155,7 @@ class PhoenixSocket implements SocketProtocol {
   }
 
   onClose(): void {
-    clearTimeout(this.#heartbeat);
+    this.#heartbeats.delete(this);
     for (const channel of this.#channels.values()) this.#leave(channel);
     this.#channels.clear();
   }
@@ -170,17 +201,14 @@ class PhoenixSocket implements SocketProtocol {
       topic,
       room,
       joinRef: message.join_ref,
-      publish: {
-        key: `phx${vsn}:${topic}`,
-        encode: (json) => encodePublish(vsn, topic, null, json),
-      },
+      publish: frameEncoding(`phx${vsn}:${topic}`, (json) => encodePublish(vsn, topic, null, json)),
     };
     this.#channels.set(message.topic, channel);
     let replied = false;
     try {
       channel.subscription = await this.#services.chat.subscribe(room, {
         after: lastSeq,
-        deliver: (delivery) => this.#publish(channel, delivery),
+        deliver: this.#publisher(channel),
         paceReplay: () => this.#connection.whenWritable(),
         // The reply goes once the subscription is in place, then the replay streams at the
         // pace the client reads it; `last_seq` lets a client that joined "from now" resume.
@@ -252,8 +280,10 @@ class PhoenixSocket implements SocketProtocol {
     this.#send(reply(message, "ok", stored));
   }
 
-  #publish(channel: Channel, delivery: Delivery): void {
-    this.#connection.send(delivery.frame(channel.publish));
+  /** Made apart from #join so that the subscription, which keeps it, keeps nothing else of
+   * the join (its message and payload). */
+  #publisher(channel: Channel): (delivery: Delivery) => void {
+    return (delivery) => this.#connection.send(delivery.frame(channel.publish));
   }
 
   #fail(to: PhoenixMessage, error: ChatError): void {
@@ -265,13 +295,5 @@ class PhoenixSocket implements SocketProtocol {
 
   #send(message: PhoenixMessage): void {
     this.#connection.send(encode(message, this.#vsn));
-  }
-
-  #armHeartbeat(): void {
-    clearTimeout(this.#heartbeat);
-    this.#heartbeat = setTimeout(
-      () => this.#connection.close(CLOSE.heartbeatTimeout, "heartbeat_timeout"),
-      this.#services.config.PHOENIX_HEARTBEAT_TIMEOUT_MS,
-    );
   }
 }
