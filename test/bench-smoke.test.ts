@@ -137,13 +137,17 @@ describe("benchmarks, smoke-sized", () => {
     expectFiles(dir, "direct");
   }, 240_000);
 
-  it("socketio: our node and Socket.IO with its Redis adapter deliver everything, side by side", async () => {
+  it("socketio: our node, Socket.IO with its Redis adapter and bare ws deliver everything, side by side", async () => {
     const options = { subscribers: 20, ratePerSecond: 20, messages: 10, generators: 2 };
-    const results = [await runPeer("ours", options), await runPeer("socket.io", options)];
+    const results = [
+      await runPeer("ours", options),
+      await runPeer("socket.io", options),
+      await runPeer("ws", options),
+    ];
     for (const r of results) {
       expect(r.deliveries, r.server).toBe(200);
       expect(r.deliveriesPerCpuSecond, r.server).toBeGreaterThan(0);
-      // Both are Node servers: their heaps after a full GC, read through the inspector.
+      // All are Node servers: their heaps after a full GC, read through the inspector.
       expect(Number.isFinite(r.heapBytesPerConnection), r.server).toBe(true);
     }
     // The write floor: the same broadcasts with no server; the sink must get every byte.

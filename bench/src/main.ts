@@ -51,10 +51,11 @@ benchmarks:
           --direct: subscribers connect to the nodes, not through the gateway
           (generator i to node i mod N: give as many generators as nodes)
 
-  socketio  the fan-out scenario against one chat node and one Socket.IO server with its
-          Redis adapter, one core each: deliveries per CPU second, latency, memory per
-          connection; then the write floor, the same broadcasts written with no server (a
-          bare write(2), and net.Socket#write) to as many connections.
+  socketio  the fan-out scenario against one chat node, one Socket.IO server with its
+          Redis adapter and a bare ws server (the library under both), one core each:
+          deliveries per CPU second, latency, memory per connection; then the write floor,
+          the same broadcasts written with no server (a bare write(2), and
+          net.Socket#write) to as many connections.
           --subscribers 1000  --rate 50  --messages 200
           --repeat 1: rounds, in alternating order, with the medians of the ratios
 
@@ -305,7 +306,7 @@ const benchmarks: Record<string, () => Promise<void>> = {
   ramp,
   cdn,
   tsung,
-  socketio: () => peers("socketio", ["ours", "socket.io"]),
+  socketio: () => peers("socketio", ["ours", "socket.io", "ws"]),
   // Our node's /cable against Rails's own Action Cable: same clients, same run.
   rails: () => peers("rails", ["ours-cable", "rails"]),
   fanout,

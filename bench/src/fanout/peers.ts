@@ -14,13 +14,14 @@ import { collect, deliveryFigures, rss, sendAtRate, waitForJoins } from "./fanou
 import { heapAfterGc } from "./heap.ts";
 
 /** Ours over Phoenix Channels or over Action Cable, and the peers those protocols come from. */
-export type PeerServer = "ours" | "ours-cable" | "socket.io" | "rails";
+export type PeerServer = "ours" | "ours-cable" | "socket.io" | "rails" | "ws";
 
 const PROTOCOL: Record<PeerServer, GeneratorProtocol> = {
   ours: "phoenix",
   "ours-cable": "actioncable",
   "socket.io": "socketio",
   rails: "actioncable",
+  ws: "plain",
 };
 
 export interface PeerOptions {
@@ -141,6 +142,19 @@ const startSocketIo = () =>
     node: true,
   });
 
+/** The floor of any server on `ws`: `ws` alone (see ws-server.ts). */
+const startBareWs = () =>
+  startPeerProcess({
+    name: "bare ws (no rooms, Redis or storage)",
+    command: (port) => [
+      process.execPath,
+      ...RUN_TYPESCRIPT,
+      "bench/src/fanout/ws-server.ts",
+      `--port=${port}`,
+    ],
+    node: true,
+  });
+
 /**
  * Rails's Action Cable from Debian's packages (ruby-actioncable, puma) with its Redis adapter:
  * one Puma process (4 threads, Action Cable's event loop and worker pool) on core 0.
@@ -159,6 +173,7 @@ const START: Record<PeerServer, () => Promise<Running>> = {
   "ours-cable": () => startOurs("actioncable"),
   "socket.io": startSocketIo,
   rails: startRails,
+  ws: startBareWs,
 };
 
 /**

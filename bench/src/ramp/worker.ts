@@ -8,19 +8,22 @@
  */
 import WebSocket from "ws";
 import { SourcePorts } from "../../../gateway/src/upstreams/source-ports.ts";
+import { PLAIN_JOINED } from "../fanout/plain-protocol.ts";
 
-export type GeneratorProtocol = "phoenix" | "actioncable" | "socketio";
+export type GeneratorProtocol = "phoenix" | "actioncable" | "socketio" | "plain";
 
 const PATHS: Record<GeneratorProtocol, string> = {
   phoenix: "/socket/websocket?vsn=2.0.0",
   actioncable: "/cable",
   socketio: "/socket.io/?EIO=4&transport=websocket",
+  plain: "/",
 };
 const CABLE_CHAT = JSON.stringify({ channel: "ChatChannel", room: "chat" });
 
 export interface WorkerConfig {
   url: string;
-  /** Phoenix Channels (ours), Action Cable (ours or Rails), Socket.IO's Engine.IO v4 framing. */
+  /** Phoenix Channels (ours), Action Cable (ours or Rails), Socket.IO's Engine.IO v4 framing,
+   * or plain JSON from a bare `ws` server. */
   protocol?: GeneratorProtocol;
   clients: number;
   ratePerSecond: number;
@@ -121,7 +124,9 @@ function open(config: WorkerConfig, portsTried = 0): void {
         ? socketIoControl(socket, text, outcome)
         : protocol === "actioncable"
           ? cableControl(socket, text, outcome)
-          : phoenixControl(text, outcome);
+          : protocol === "plain"
+            ? plainControl(text, outcome)
+            : phoenixControl(text, outcome);
     if (control) return;
     if (marker) stamp(text, marker);
   });
@@ -154,6 +159,13 @@ function phoenixControl(text: string, outcome: Outcome): boolean {
   if (!(text.includes('"phx_reply"') && text.startsWith('["1","1"'))) return false;
   if (text.includes('"ok"')) joined(outcome);
   else failed(outcome, `join refused: ${text.slice(0, 200)}`);
+  return true;
+}
+
+/** The bare server's greeting; true when the frame was it. */
+function plainControl(text: string, outcome: Outcome): boolean {
+  if (text !== PLAIN_JOINED) return false;
+  joined(outcome);
   return true;
 }
 
