@@ -130,30 +130,22 @@ async function startPeerProcess(peer: {
   };
 }
 
-const startSocketIo = () =>
+/** A Node peer from this folder, its heap read through the inspector. */
+const nodePeer = (name: string, script: string) => () =>
   startPeerProcess({
-    name: "Socket.IO + redis-adapter",
+    name,
     command: (port) => [
       process.execPath,
       ...RUN_TYPESCRIPT,
-      "bench/src/fanout/socketio-server.ts",
+      `bench/src/fanout/${script}`,
       `--port=${port}`,
     ],
     node: true,
   });
 
+const startSocketIo = nodePeer("Socket.IO + redis-adapter", "socketio-server.ts");
 /** The floor of any server on `ws`: `ws` alone (see ws-server.ts). */
-const startBareWs = () =>
-  startPeerProcess({
-    name: "bare ws (no rooms, Redis or storage)",
-    command: (port) => [
-      process.execPath,
-      ...RUN_TYPESCRIPT,
-      "bench/src/fanout/ws-server.ts",
-      `--port=${port}`,
-    ],
-    node: true,
-  });
+const startBareWs = nodePeer("bare ws (no rooms, Redis or storage)", "ws-server.ts");
 
 /**
  * Rails's Action Cable from Debian's packages (ruby-actioncable, puma) with its Redis adapter:
