@@ -7,6 +7,8 @@ export const INSPECTABLE = "--inspect-port=0";
 export interface Inspector {
   /** One DevTools protocol call; resolves with its result. */
   call(method: string, params?: object): Promise<unknown>;
+  /** Listens to an event the process sends (such as a heap snapshot's chunks). */
+  on(event: string, listener: (params: Record<string, unknown>) => void): void;
   close(): void;
 }
 
@@ -20,9 +22,16 @@ export async function openInspector(pid: number, logTail: () => string): Promise
   await new Promise((resolve, reject) => socket.once("open", resolve).once("error", reject));
   let nextId = 1;
   const pending = new Map<number, (result: unknown) => void>();
+  const listeners = new Map<string, (params: Record<string, unknown>) => void>();
   socket.on("message", (data) => {
-    const reply = JSON.parse(String(data)) as { id?: number; result?: unknown };
+    const reply = JSON.parse(String(data)) as {
+      id?: number;
+      result?: unknown;
+      method?: string;
+      params?: Record<string, unknown>;
+    };
     if (reply.id !== undefined) pending.get(reply.id)?.(reply.result);
+    else if (reply.method) listeners.get(reply.method)?.(reply.params ?? {});
   });
   return {
     call: (method, params = {}) =>
@@ -38,6 +47,7 @@ export async function openInspector(pid: number, logTail: () => string): Promise
         });
         socket.send(JSON.stringify({ id, method, params }));
       }),
+    on: (event, listener) => listeners.set(event, listener),
     close: () => socket.close(),
   };
 }

@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { cdnPlot, cdnTable, runPageLoads } from "../bench/src/cdn/page-load.ts";
+import { censusPlot, censusTable, runCensus } from "../bench/src/fanout/census.ts";
 import { fanoutPlot, fanoutTable, runFanout, settleJoins } from "../bench/src/fanout/fanout.ts";
 import { peerPlot, peerSummary, peerTable, runPeer } from "../bench/src/fanout/peers.ts";
 import { runFloor, withFloorTable } from "../bench/src/floor/floor.ts";
@@ -159,6 +160,22 @@ describe("benchmarks, smoke-sized", () => {
     const table = withFloorTable(peerTable(results), floor, results);
     const dir = writeRun("socketio", results, table, peerPlot(results), tmpRun("socketio"));
     expectFiles(dir, "write(2) per connection");
+  }, 180_000);
+
+  it("heap: a census of what each server's heap holds per connection", async () => {
+    const options = { subscribers: 20, generators: 2 };
+    const results = [await runCensus("ours", options), await runCensus("ws", options)];
+    for (const r of results) {
+      expect(r.bytesPerConnection, r.server).toBeGreaterThan(1000);
+      // Every server keeps a socket per connection, whatever else it keeps.
+      expect(
+        r.kinds.find((k) => k.kind === "Socket")?.perConnection,
+        r.server,
+      ).toBeGreaterThanOrEqual(1);
+    }
+    const table = censusTable(results);
+    const dir = writeRun("heap", results, table, censusPlot(results), tmpRun("heap"));
+    expectFiles(dir, "all live objects");
   }, 180_000);
 
   it("rails: our node's /cable and Rails's Action Cable both deliver everything, side by side", async () => {

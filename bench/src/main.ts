@@ -6,6 +6,7 @@
 import { parseArgs } from "node:util";
 import { z } from "zod";
 import { cdnPlot, cdnTable, runPageLoads } from "./cdn/page-load.ts";
+import { type CensusResult, censusPlot, censusTable, runCensus } from "./fanout/census.ts";
 import { type FanoutResult, fanoutPlot, fanoutTable, runFanout } from "./fanout/fanout.ts";
 import {
   type PeerOptions,
@@ -59,6 +60,10 @@ benchmarks:
           --subscribers 1000  --rate 50  --messages 200
           --repeat 1: rounds, in alternating order, with the medians of the ratios
 
+  heap    where memory per connection goes: heap snapshots of our node, Socket.IO and
+          bare ws before and after S subscribers join, compared kind of object by kind.
+          --subscribers 2000
+
   cdn     the CDN thesis's measurement: full page loads of the web client in Chromium for a
           user RTT ms from the origin, with no edge, a cold edge and a warm edge near the
           user; origin offload in requests and bytes.  --rtt 150  --loads 5
@@ -77,7 +82,7 @@ const { values, positionals } = parseArgs({
     targets: { type: "string", default: "gateway,one-node" },
     generators: { type: "string", default: "2" },
     connections: { type: "string", default: "64" },
-    subscribers: { type: "string", default: "1,100,1000,10000" },
+    subscribers: { type: "string" }, // each benchmark has its own default
     nodes: { type: "string", default: "1,4" },
     rate: { type: "string", default: "20" },
     messages: { type: "string", default: "100" },
@@ -130,7 +135,7 @@ const flagsSchema = z.object({
     .pipe(z.array(z.enum(["gateway", "one-node"])).min(1)),
   generators: count.max(64),
   connections: count,
-  subscribers: counts,
+  subscribers: counts.optional(),
   nodes: counts.refine((list) => list.every((n) => n <= 32), "at most 32 nodes"),
   rate: count,
   messages: count,
@@ -202,7 +207,7 @@ async function wire(): Promise<void> {
 }
 
 async function fanout(): Promise<void> {
-  const subscribers = values.smoke ? [1, 20] : flags.subscribers;
+  const subscribers = values.smoke ? [1, 20] : (flags.subscribers ?? [1, 100, 1000, 10000]);
   const nodes = values.smoke ? [1] : flags.nodes;
   const results: FanoutResult[] = [];
   for (const n of nodes) {
@@ -229,7 +234,7 @@ async function fanout(): Promise<void> {
 /** Our node beside the peer a user would pick instead, the fan-out scenario, same run. */
 async function peers(name: string, servers: PeerServer[]): Promise<void> {
   const options: PeerOptions = {
-    subscribers: values.smoke ? 20 : (flags.subscribers.at(-1) ?? 1000),
+    subscribers: values.smoke ? 20 : (flags.subscribers?.at(-1) ?? 1000),
     ratePerSecond: values.smoke ? 20 : flags.rate,
     messages: values.smoke ? 10 : flags.messages,
     generators: flags.generators,
@@ -256,6 +261,21 @@ async function peers(name: string, servers: PeerServer[]): Promise<void> {
     rounds > 1 ? `${peerSummary(results)}\n\n${table}` : table,
     peerPlot(results),
   );
+}
+
+/** Memory per connection by kind of object: ours, Socket.IO and bare ws, same subscribers. */
+async function heap(): Promise<void> {
+  const options = {
+    subscribers: values.smoke ? 20 : (flags.subscribers?.at(-1) ?? 2000),
+    generators: flags.generators,
+    say,
+  };
+  const results: CensusResult[] = [];
+  for (const server of ["ours", "socket.io", "ws"] as const) {
+    say(`[bench] heap: ${server}, ${options.subscribers} subscribers`);
+    results.push(await runCensus(server, options));
+  }
+  publish("heap", { results }, censusTable(results), censusPlot(results));
 }
 
 async function tsung(): Promise<void> {
@@ -307,6 +327,7 @@ const benchmarks: Record<string, () => Promise<void>> = {
   cdn,
   tsung,
   socketio: () => peers("socketio", ["ours", "socket.io", "ws"]),
+  heap,
   // Our node's /cable against Rails's own Action Cable: same clients, same run.
   rails: () => peers("rails", ["ours-cable", "rails"]),
   fanout,

@@ -22,3 +22,56 @@ export async function heapAfterGc(pid: number, logTail: () => string): Promise<n
     inspector.close();
   }
 }
+
+/** A heap snapshot of a Node process after two full collections, as DevTools would save it. */
+export async function heapSnapshot(pid: number, logTail: () => string): Promise<HeapSnapshot> {
+  const inspector = await openInspector(pid, logTail);
+  try {
+    await inspector.call("HeapProfiler.collectGarbage");
+    await inspector.call("HeapProfiler.collectGarbage");
+    const chunks: string[] = [];
+    inspector.on("HeapProfiler.addHeapSnapshotChunk", (params) => {
+      chunks.push(String(params.chunk));
+    });
+    await inspector.call("HeapProfiler.takeHeapSnapshot", { reportProgress: false });
+    return JSON.parse(chunks.join("")) as HeapSnapshot;
+  } finally {
+    inspector.close();
+  }
+}
+
+/** The parts of V8's snapshot format that a census reads. */
+export interface HeapSnapshot {
+  snapshot: { meta: { node_fields: string[]; node_types: [string[], ...unknown[]] } };
+  nodes: number[];
+  strings: string[];
+}
+
+/**
+ * Live objects by kind: each node's type and constructor (closures by function name),
+ * strings together, compiled code together, with how many there are and their own bytes.
+ */
+export function heapCensus(heap: HeapSnapshot): Map<string, { count: number; bytes: number }> {
+  const fields = heap.snapshot.meta.node_fields;
+  const types = heap.snapshot.meta.node_types[0];
+  const [typeAt, nameAt, sizeAt] = ["type", "name", "self_size"].map((f) => fields.indexOf(f));
+  const census = new Map<string, { count: number; bytes: number }>();
+  for (let i = 0; i < heap.nodes.length; i += fields.length) {
+    const kind = kindOf(
+      types[heap.nodes[i + (typeAt ?? 0)] ?? 0] ?? "?",
+      heap.strings[heap.nodes[i + (nameAt ?? 0)] ?? 0] ?? "",
+    );
+    const entry = census.get(kind) ?? { count: 0, bytes: 0 };
+    entry.count++;
+    entry.bytes += heap.nodes[i + (sizeAt ?? 0)] ?? 0;
+    census.set(kind, entry);
+  }
+  return census;
+}
+
+function kindOf(type: string, name: string): string {
+  if (type.includes("string")) return "(strings)";
+  if (type === "code") return "(compiled code and its metadata)";
+  if (type === "object") return name;
+  return `(${type}) ${name}`.slice(0, 80);
+}

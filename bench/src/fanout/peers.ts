@@ -1,3 +1,4 @@
+import type { ChildProcess } from "node:child_process";
 import { execFileSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -50,7 +51,7 @@ export interface PeerResult {
 }
 
 /** The server under test on core 0; the generators on core 1. */
-interface Running {
+export interface Running {
   name: string;
   pid: number;
   wsUrl: string;
@@ -168,16 +169,16 @@ const START: Record<PeerServer, () => Promise<Running>> = {
   ws: startBareWs,
 };
 
-/**
- * The fan-out scenario against one server process on one core: S clients join the room,
- * then messages go in at a steady rate. Ours stores every message in Postgres first.
- */
-export async function runPeer(server: PeerServer, options: PeerOptions): Promise<PeerResult> {
-  const say = options.say ?? (() => {});
-  const running = await START[server]();
-  const heap = () => (running.logTail ? heapAfterGc(running.pid, running.logTail) : undefined);
-  const heapBefore = await heap();
-  const before = rss(running.pid);
+/** Starts `server` on core 0; `stop` ends it and what it needs. */
+export const startPeer = (server: PeerServer): Promise<Running> => START[server]();
+
+/** Opens `options.subscribers` clients (generators on core 1) that join the room, and lets
+ * the server settle for 2 s. */
+export async function joinSubscribers(
+  server: PeerServer,
+  running: Running,
+  options: Omit<PeerOptions, "ratePerSecond" | "messages">,
+): Promise<ChildProcess[]> {
   const rate = Math.min(options.subscribers, 400);
   const workers = startGenerators(
     {
@@ -191,8 +192,27 @@ export async function runPeer(server: PeerServer, options: PeerOptions): Promise
     running.wsUrl,
   );
   try {
-    await waitForJoins(workers, options.subscribers, rate, say);
-    await new Promise((resolve) => setTimeout(resolve, 2000));
+    await waitForJoins(workers, options.subscribers, rate, options.say ?? (() => {}));
+  } catch (error) {
+    for (const worker of workers) worker.send({ type: "stop" });
+    throw error;
+  }
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  return workers;
+}
+
+/**
+ * The fan-out scenario against one server process on one core: S clients join the room,
+ * then messages go in at a steady rate. Ours stores every message in Postgres first.
+ */
+export async function runPeer(server: PeerServer, options: PeerOptions): Promise<PeerResult> {
+  const running = await START[server]();
+  const heap = () => (running.logTail ? heapAfterGc(running.pid, running.logTail) : undefined);
+  let workers: ChildProcess[] = [];
+  try {
+    const heapBefore = await heap();
+    const before = rss(running.pid);
+    workers = await joinSubscribers(server, running, options);
     const after = rss(running.pid);
     const heapAfter = await heap();
     const prefix = `peer-${randomUUID().slice(0, 8)}-`;
