@@ -40,13 +40,16 @@ async function echoServer(onUpgrade: (c: object, incoming: IncomingMessage) => v
   serveSocket(app, services, {
     path: "/socket",
     transport: "phoenix-websocket",
-    open: (connection: SocketConnection) => ({
-      onText: (text) => connection.send(`echo ${text}`),
-      onBinary: () => {},
-      onFlood: () => {},
-      onDrain: () => {},
-      onClose: () => {},
-    }),
+    open: (connection: SocketConnection, query: Record<string, string>) => {
+      openedWith = new WeakRef(query);
+      return {
+        onText: (text) => connection.send(`echo ${text}`),
+        onBinary: () => {},
+        onFlood: () => {},
+        onDrain: () => {},
+        onClose: () => {},
+      };
+    },
   });
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
   const server = createAdaptorServer({ fetch: app.fetch, websocket: { server: wss } });
@@ -59,6 +62,9 @@ async function echoServer(onUpgrade: (c: object, incoming: IncomingMessage) => v
   return `ws://127.0.0.1:${(server.address() as AddressInfo).port}/socket`;
 }
 
+/** The query the last socket was opened with, held weakly. */
+let openedWith: WeakRef<object> | undefined;
+
 async function collectGarbage() {
   for (let i = 0; i < 5; i++) {
     await new Promise((resolve) => setTimeout(resolve, 10));
@@ -67,7 +73,7 @@ async function collectGarbage() {
 }
 
 describe("serveSocket", () => {
-  it("keeps neither the upgrade's request context nor its IncomingMessage once the socket is open", async () => {
+  it("keeps neither the upgrade's request context, its IncomingMessage nor its query once the socket is open", async () => {
     let context: WeakRef<object> | undefined;
     let incoming: WeakRef<IncomingMessage> | undefined;
     const url = await echoServer((c, request) => {
@@ -83,6 +89,7 @@ describe("serveSocket", () => {
     await collectGarbage();
     expect(context?.deref()).toBeUndefined();
     expect(incoming?.deref()).toBeUndefined();
+    expect(openedWith?.deref()).toBeUndefined();
 
     // The socket still works without them.
     client.send("after");
