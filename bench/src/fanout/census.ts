@@ -1,6 +1,6 @@
 import { barChart, markdownTable } from "../output.ts";
 import { heapCensus, heapSnapshot } from "./heap.ts";
-import { joinSubscribers, type PeerOptions, type PeerServer, startPeer } from "./peers.ts";
+import { type PeerOptions, type PeerServer, withJoinedPeer } from "./peers.ts";
 
 /** What one server's heap holds per connection, by kind of object. */
 export interface CensusResult {
@@ -18,26 +18,23 @@ type CensusOptions = Omit<PeerOptions, "ratePerSecond" | "messages">;
  * Where a server's memory per connection goes: heap snapshots (after full collections)
  * before and after the subscribers join, compared kind by kind. Node servers only.
  */
-export async function runCensus(server: PeerServer, options: CensusOptions): Promise<CensusResult> {
-  const running = await startPeer(server);
-  const { logTail } = running;
-  if (!logTail) throw new Error(`${running.name}: not a Node server, no heap to read`);
-  try {
-    const before = heapCensus(await heapSnapshot(running.pid, logTail));
-    const workers = await joinSubscribers(server, running, options);
-    try {
-      const after = heapCensus(await heapSnapshot(running.pid, logTail));
-      return {
-        server: running.name,
-        subscribers: options.subscribers,
-        ...grown(before, after, options.subscribers),
-      };
-    } finally {
-      for (const worker of workers) worker.send({ type: "stop" });
-    }
-  } finally {
-    await running.stop();
-  }
+export function runCensus(server: PeerServer, options: CensusOptions): Promise<CensusResult> {
+  const census = async (pid: number, logTail: (() => string) | undefined, name: string) => {
+    if (!logTail) throw new Error(`${name}: not a Node server, no heap to read`);
+    return heapCensus(await heapSnapshot(pid, logTail));
+  };
+  return withJoinedPeer(server, options, {
+    beforeJoin: (running) => census(running.pid, running.logTail, running.name),
+    joined: async (running, _workers, before) => ({
+      server: running.name,
+      subscribers: options.subscribers,
+      ...grown(
+        before,
+        await census(running.pid, running.logTail, running.name),
+        options.subscribers,
+      ),
+    }),
+  });
 }
 
 function grown(

@@ -1,16 +1,29 @@
-import { openInspector } from "../../../cluster/inspector.ts";
+import { type Inspector, openInspector } from "../../../cluster/inspector.ts";
+
+/** Runs `read` on a process's inspector after two full collections (objects freed by the
+ * first collection's finalizers go in the second). */
+async function afterFullGc<T>(
+  pid: number,
+  logTail: () => string,
+  read: (inspector: Inspector) => Promise<T>,
+): Promise<T> {
+  const inspector = await openInspector(pid, logTail);
+  try {
+    await inspector.call("HeapProfiler.collectGarbage");
+    await inspector.call("HeapProfiler.collectGarbage");
+    return await read(inspector);
+  } finally {
+    inspector.close();
+  }
+}
 
 /**
  * The V8 heap a Node process uses after a full garbage collection: what its live objects
  * hold, without the garbage and spare heap that make resident memory noisy. Read through
  * the process's inspector (see openInspector).
  */
-export async function heapAfterGc(pid: number, logTail: () => string): Promise<number> {
-  const inspector = await openInspector(pid, logTail);
-  try {
-    // Twice: objects freed by the first collection's finalizers go in the second.
-    await inspector.call("HeapProfiler.collectGarbage");
-    await inspector.call("HeapProfiler.collectGarbage");
+export function heapAfterGc(pid: number, logTail: () => string): Promise<number> {
+  return afterFullGc(pid, logTail, async (inspector) => {
     const answer = (await inspector.call("Runtime.evaluate", {
       expression: "process.memoryUsage().heapUsed",
       returnByValue: true,
@@ -18,26 +31,19 @@ export async function heapAfterGc(pid: number, logTail: () => string): Promise<n
     const heapUsed = answer.result?.value;
     if (typeof heapUsed !== "number") throw new Error(`no heap figure: ${JSON.stringify(answer)}`);
     return heapUsed;
-  } finally {
-    inspector.close();
-  }
+  });
 }
 
 /** A heap snapshot of a Node process after two full collections, as DevTools would save it. */
-export async function heapSnapshot(pid: number, logTail: () => string): Promise<HeapSnapshot> {
-  const inspector = await openInspector(pid, logTail);
-  try {
-    await inspector.call("HeapProfiler.collectGarbage");
-    await inspector.call("HeapProfiler.collectGarbage");
+export function heapSnapshot(pid: number, logTail: () => string): Promise<HeapSnapshot> {
+  return afterFullGc(pid, logTail, async (inspector) => {
     const chunks: string[] = [];
     inspector.on("HeapProfiler.addHeapSnapshotChunk", (params) => {
       chunks.push(String(params.chunk));
     });
     await inspector.call("HeapProfiler.takeHeapSnapshot", { reportProgress: false });
     return JSON.parse(chunks.join("")) as HeapSnapshot;
-  } finally {
-    inspector.close();
-  }
+  });
 }
 
 /** The parts of V8's snapshot format that a census reads. */

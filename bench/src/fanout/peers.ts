@@ -51,7 +51,7 @@ export interface PeerResult {
 }
 
 /** The server under test on core 0; the generators on core 1. */
-export interface Running {
+interface Running {
   name: string;
   pid: number;
   wsUrl: string;
@@ -169,12 +169,9 @@ const START: Record<PeerServer, () => Promise<Running>> = {
   ws: startBareWs,
 };
 
-/** Starts `server` on core 0; `stop` ends it and what it needs. */
-export const startPeer = (server: PeerServer): Promise<Running> => START[server]();
-
 /** Opens `options.subscribers` clients (generators on core 1) that join the room, and lets
  * the server settle for 2 s. */
-export async function joinSubscribers(
+async function joinSubscribers(
   server: PeerServer,
   running: Running,
   options: Omit<PeerOptions, "ratePerSecond" | "messages">,
@@ -202,46 +199,68 @@ export async function joinSubscribers(
 }
 
 /**
+ * Starts `server`, runs `beforeJoin`, has the subscribers join, then runs `joined`; stops the
+ * generators and the server whatever happens.
+ */
+export async function withJoinedPeer<Before, Result>(
+  server: PeerServer,
+  options: Omit<PeerOptions, "ratePerSecond" | "messages">,
+  steps: {
+    beforeJoin: (running: Running) => Promise<Before>;
+    joined: (running: Running, workers: ChildProcess[], before: Before) => Promise<Result>;
+  },
+): Promise<Result> {
+  const running = await START[server]();
+  try {
+    const before = await steps.beforeJoin(running);
+    const workers = await joinSubscribers(server, running, options);
+    try {
+      return await steps.joined(running, workers, before);
+    } finally {
+      for (const worker of workers) worker.send({ type: "stop" });
+    }
+  } finally {
+    await running.stop();
+  }
+}
+
+/**
  * The fan-out scenario against one server process on one core: S clients join the room,
  * then messages go in at a steady rate. Ours stores every message in Postgres first.
  */
-export async function runPeer(server: PeerServer, options: PeerOptions): Promise<PeerResult> {
-  const running = await START[server]();
-  const heap = () => (running.logTail ? heapAfterGc(running.pid, running.logTail) : undefined);
-  let workers: ChildProcess[] = [];
-  try {
-    const heapBefore = await heap();
-    const before = rss(running.pid);
-    workers = await joinSubscribers(server, running, options);
-    const after = rss(running.pid);
-    const heapAfter = await heap();
-    const prefix = `peer-${randomUUID().slice(0, 8)}-`;
-    await setMarker(workers, prefix);
-    const cpuBefore = cpuSeconds(running.pid);
-    const { sentAt, failures } = await sendAtRate(running.sendUrl, prefix, options);
-    if (sentAt.size < options.messages)
-      throw new Error(`sends failed: ${JSON.stringify(failures)}`);
-    const expected = options.subscribers * options.messages;
-    const arrivals = await collect(workers, expected);
-    const cpu = cpuSeconds(running.pid) - cpuBefore;
-    const figures = deliveryFigures(arrivals, sentAt);
-    await reports(workers);
-    return {
-      server: running.name,
-      subscribers: options.subscribers,
-      sent: sentAt.size,
-      expected,
-      ...figures,
-      deliveriesPerCpuSecond: Math.round(figures.deliveries / Math.max(cpu, 0.01)),
-      bytesPerConnection: Math.round((after - before) / options.subscribers),
-      ...(heapBefore !== undefined && heapAfter !== undefined
-        ? { heapBytesPerConnection: Math.round((heapAfter - heapBefore) / options.subscribers) }
-        : {}),
-    };
-  } finally {
-    for (const worker of workers) worker.send({ type: "stop" });
-    await running.stop();
-  }
+export function runPeer(server: PeerServer, options: PeerOptions): Promise<PeerResult> {
+  const heap = (running: Running) =>
+    running.logTail ? heapAfterGc(running.pid, running.logTail) : undefined;
+  return withJoinedPeer(server, options, {
+    beforeJoin: async (running) => ({ heapBefore: await heap(running), before: rss(running.pid) }),
+    joined: async (running, workers, { heapBefore, before }) => {
+      const after = rss(running.pid);
+      const heapAfter = await heap(running);
+      const prefix = `peer-${randomUUID().slice(0, 8)}-`;
+      await setMarker(workers, prefix);
+      const cpuBefore = cpuSeconds(running.pid);
+      const { sentAt, failures } = await sendAtRate(running.sendUrl, prefix, options);
+      if (sentAt.size < options.messages)
+        throw new Error(`sends failed: ${JSON.stringify(failures)}`);
+      const expected = options.subscribers * options.messages;
+      const arrivals = await collect(workers, expected);
+      const cpu = cpuSeconds(running.pid) - cpuBefore;
+      const figures = deliveryFigures(arrivals, sentAt);
+      await reports(workers);
+      return {
+        server: running.name,
+        subscribers: options.subscribers,
+        sent: sentAt.size,
+        expected,
+        ...figures,
+        deliveriesPerCpuSecond: Math.round(figures.deliveries / Math.max(cpu, 0.01)),
+        bytesPerConnection: Math.round((after - before) / options.subscribers),
+        ...(heapBefore !== undefined && heapAfter !== undefined
+          ? { heapBytesPerConnection: Math.round((heapAfter - heapBefore) / options.subscribers) }
+          : {}),
+      };
+    },
+  });
 }
 
 /** Ours in the same round, over the peer's own protocol when that row is there. */

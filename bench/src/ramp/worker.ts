@@ -119,14 +119,7 @@ function open(config: WorkerConfig, portsTried = 0): void {
   });
   socket.on("message", (data: Buffer) => {
     const text = data.toString();
-    const control =
-      protocol === "socketio"
-        ? socketIoControl(socket, text, outcome)
-        : protocol === "actioncable"
-          ? cableControl(socket, text, outcome)
-          : protocol === "plain"
-            ? plainControl(text, outcome)
-            : phoenixControl(text, outcome);
+    const control = CONTROL[protocol](socket, text, outcome);
     if (control) return;
     if (marker) stamp(text, marker);
   });
@@ -155,7 +148,7 @@ function open(config: WorkerConfig, portsTried = 0): void {
 const reasonOf = (error: Error) => error.message.replace(/ - Local \(.*\)$/, "");
 
 /** The join reply; true when the frame was one. */
-function phoenixControl(text: string, outcome: Outcome): boolean {
+function phoenixControl(_socket: WebSocket, text: string, outcome: Outcome): boolean {
   if (!(text.includes('"phx_reply"') && text.startsWith('["1","1"'))) return false;
   if (text.includes('"ok"')) joined(outcome);
   else failed(outcome, `join refused: ${text.slice(0, 200)}`);
@@ -163,7 +156,7 @@ function phoenixControl(text: string, outcome: Outcome): boolean {
 }
 
 /** The bare server's greeting; true when the frame was it. */
-function plainControl(text: string, outcome: Outcome): boolean {
+function plainControl(_socket: WebSocket, text: string, outcome: Outcome): boolean {
   if (text !== PLAIN_JOINED) return false;
   joined(outcome);
   return true;
@@ -188,6 +181,17 @@ function socketIoControl(socket: WebSocket, text: string, outcome: Outcome): boo
   else return false;
   return true;
 }
+
+/** Each protocol's handling of the frames that are not broadcasts; true when handled. */
+const CONTROL: Record<
+  GeneratorProtocol,
+  (socket: WebSocket, text: string, outcome: Outcome) => boolean
+> = {
+  phoenix: phoenixControl,
+  actioncable: cableControl,
+  socketio: socketIoControl,
+  plain: plainControl,
+};
 
 /** Records the arrival of a marked message, keyed by the body after the marker. */
 function stamp(text: string, prefix: string): void {

@@ -35,8 +35,12 @@ export function serveSocket(app: App, services: NodeServices, route: SocketRoute
       // Read what the connection needs from the full context now: the upgrade's handlers
       // live as long as the socket, and get only a detached context.
       const { context, release } = detachedUpgrade(c);
-      const upgrade = { user: c.get("user"), address: clientAddress(c), query: c.req.query() };
-      const events = new SocketEvents(settings, route, { ...upgrade, release });
+      const events = new SocketEvents(settings, route, {
+        user: c.get("user"),
+        address: clientAddress(c),
+        query: c.req.query(),
+        release,
+      });
       return upgradeWebSocket(() => events)(context, next);
     },
   );
