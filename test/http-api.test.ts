@@ -22,6 +22,15 @@ async function call(path: string, init: RequestInit = {}) {
 const postJson = (path: string, body: string, headers: Record<string, string> = {}) =>
   call(path, { method: "POST", headers: { "content-type": "application/json", ...headers }, body });
 
+/** A body sent as a stream goes out chunked: Transfer-Encoding, no Content-Length. */
+const postChunked = (path: string, body: string) =>
+  call(path, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: new Blob([body]).stream(),
+    duplex: "half",
+  } as RequestInit);
+
 describe("guest identity", () => {
   it("issues a signed token that every node accepts and that names the sender", async () => {
     const session = await postJson("/api/session", JSON.stringify({ name: "  Ada  " }));
@@ -110,8 +119,28 @@ describe("SSE", () => {
   });
 });
 
+describe("responses", () => {
+  it("name their node in X-Chat-Node: JSON, a chunked send, an error and an SSE stream", async () => {
+    const room = freshRoom("named");
+    const chunked = await postChunked(
+      `/api/rooms/${room}/messages`,
+      JSON.stringify({ body: "streamed" }),
+    );
+    expect(chunked.status).toBe(201);
+    expect(chunked.body).toMatchObject({ seq: 1, body: "streamed" });
+    const error = await call("/api/nothing-here");
+    const stream = await fetch(`${node()}/api/rooms/${room}/stream`);
+    await stream.body?.cancel();
+    for (const headers of [chunked.headers, error.headers, stream.headers]) {
+      expect(headers.get("x-chat-node")).toBe("node-0");
+    }
+  });
+});
+
 describe("bad input gets the documented JSON error and loses nothing", () => {
   const room = freshRoom("bad");
+  // A short message in a request over 4096 bytes: only the request limit can refuse it.
+  const OVER_REQUEST_LIMIT = JSON.stringify({ body: "x", padding: "y".repeat(5000) });
   const cases: Array<[string, () => ReturnType<typeof call>, number, string]> = [
     [
       "malformed JSON",
@@ -140,7 +169,13 @@ describe("bad input gets the documented JSON error and loses nothing", () => {
     ],
     [
       "a request over MAX_REQUEST_BYTES",
-      () => postJson(`/api/rooms/${room}/messages`, JSON.stringify({ body: "x".repeat(5000) })),
+      () => postJson(`/api/rooms/${room}/messages`, OVER_REQUEST_LIMIT),
+      413,
+      "payload_too_large",
+    ],
+    [
+      "a chunked request over MAX_REQUEST_BYTES (no Content-Length to judge by)",
+      () => postChunked(`/api/rooms/${room}/messages`, OVER_REQUEST_LIMIT),
       413,
       "payload_too_large",
     ],

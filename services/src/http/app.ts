@@ -1,6 +1,6 @@
 import { ChatError } from "@chat/shared";
+import type { HttpBindings } from "@hono/node-server";
 import { Hono } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import { routePath } from "hono/route";
 import { authenticate } from "../identity/auth.ts";
 import { sessionRoutes } from "../identity/routes.ts";
@@ -14,6 +14,7 @@ import { sseRoutes } from "../transports/sse.ts";
 import { thesisRoutes } from "../transports/thesis.ts";
 import { thesisSocketRoutes } from "../transports/thesis-websocket.ts";
 import { webRoutes } from "../web/routes.ts";
+import { limitRequestBody } from "./body.ts";
 import type { App, AppEnv, NodeServices } from "./context.ts";
 import { errorResponse, notFound } from "./errors.ts";
 
@@ -25,6 +26,10 @@ export function createApp(services: NodeServices): App {
   const app = new Hono<AppEnv>();
 
   app.use(async (c, next) => {
+    // On Node's response, which merges it into whatever Hono writes: setting it on c.res
+    // after the handler would make @hono/node-server rebuild the response as a Web one.
+    const outgoing = (c.env as Partial<HttpBindings> | undefined)?.outgoing;
+    outgoing?.setHeader("X-Chat-Node", config.NODE_ID);
     await next();
     const route = routePath(c, -1);
     metrics.httpRequests.inc({
@@ -32,7 +37,7 @@ export function createApp(services: NodeServices): App {
       route: route.endsWith("*") ? "unmatched" : route,
       status: c.res.status,
     });
-    c.header("X-Chat-Node", config.NODE_ID);
+    if (!outgoing) c.header("X-Chat-Node", config.NODE_ID); // upgrades have no Node response
   });
 
   // A draining node refuses new work with a retryable 503 that the gateway retries elsewhere.
@@ -45,15 +50,7 @@ export function createApp(services: NodeServices): App {
     await next();
   });
 
-  const limitBody = bodyLimit({
-    maxSize: config.MAX_REQUEST_BYTES,
-    onError: () => {
-      throw new ChatError(
-        "payload_too_large",
-        `the request body is over ${config.MAX_REQUEST_BYTES} bytes (MAX_REQUEST_BYTES)`,
-      );
-    },
-  });
+  const limitBody = limitRequestBody(config.MAX_REQUEST_BYTES);
   const auth = authenticate(tokens, config.REQUIRE_TOKEN);
   for (const path of ["/api/*", "/chat/*"]) app.use(path, limitBody);
   for (const path of ["/api/rooms", "/api/rooms/*", "/chat/*"]) app.use(path, auth);

@@ -1,5 +1,30 @@
 import { ChatError } from "@chat/shared";
-import type { Context } from "hono";
+import type { HttpBindings } from "@hono/node-server";
+import type { Context, MiddlewareHandler } from "hono";
+import { bodyLimit } from "hono/body-limit";
+
+/**
+ * Refuses bodies over `maxBytes` with a 413 `payload_too_large`. A body of declared length
+ * is judged by its header alone, straight from Node's request: Hono's bodyLimit reads
+ * `req.body`, which makes @hono/node-server build a Web Request and stream per request.
+ * Only chunked bodies (no length up front) are counted as they stream, by bodyLimit.
+ */
+export function limitRequestBody(maxBytes: number): MiddlewareHandler {
+  const tooLarge = (): never => {
+    throw new ChatError(
+      "payload_too_large",
+      `the request body is over ${maxBytes} bytes (MAX_REQUEST_BYTES)`,
+    );
+  };
+  const counted = bodyLimit({ maxSize: maxBytes, onError: tooLarge });
+  return async (c, next) => {
+    const headers = (c.env as Partial<HttpBindings> | undefined)?.incoming?.headers;
+    if (!headers || headers["transfer-encoding"] !== undefined) return counted(c, next);
+    // HTTP/1.1: without Content-Length or Transfer-Encoding a request has no body.
+    if (Number(headers["content-length"] ?? 0) > maxBytes) tooLarge();
+    await next();
+  };
+}
 
 /** The request body as a JSON object; malformed JSON is a 400 `invalid_json`. */
 export async function readJsonObject(c: Context): Promise<Record<string, unknown>> {

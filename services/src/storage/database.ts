@@ -4,6 +4,15 @@ import type { NodeConfig } from "../config.ts";
 import type { NodeMetrics } from "../metrics.ts";
 
 type Row = Record<string, unknown>;
+
+/**
+ * SQL text, or a named statement: Postgres parses and plans a named one once per
+ * connection instead of on every call (for the statements run per message).
+ */
+export type Statement = string | { name: string; text: string };
+
+const queryOf = (statement: Statement, values: unknown[]): pg.QueryConfig =>
+  typeof statement === "string" ? { text: statement, values } : { ...statement, values };
 export type Queryable = Pick<pg.Pool, "query">;
 type PoolName = "primary" | "replica";
 
@@ -67,9 +76,9 @@ export class Database {
   }
 
   /** A write or a read that must see the latest commit. */
-  async write<R extends Row>(sql: string, params: unknown[] = []): Promise<R[]> {
+  async write<R extends Row>(sql: Statement, params: unknown[] = []): Promise<R[]> {
     try {
-      return (await this.primary.query<R>(sql, params)).rows;
+      return (await this.primary.query<R>(queryOf(sql, params))).rows;
     } catch (error) {
       this.#metrics.postgresErrors.inc({ pool: this.#writer });
       if (mayMeanRoleChange(error)) void this.checkRoles();
@@ -79,14 +88,14 @@ export class Database {
 
   /** A read served by the replica when it is up and fresh enough, else by the primary. */
   async read<R extends Row>(
-    sql: string,
+    sql: Statement,
     params: unknown[],
     isFresh: (rows: R[]) => boolean = () => true,
   ): Promise<R[]> {
     const replica = this.replica;
     if (replica && Date.now() >= this.#replicaDownUntil) {
       try {
-        const { rows } = await replica.query<R>(sql, params);
+        const { rows } = await replica.query<R>(queryOf(sql, params));
         if (isFresh(rows)) return rows;
         this.#metrics.replicaFallbacks.inc({ reason: "lag" });
       } catch (error) {

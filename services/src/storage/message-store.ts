@@ -1,6 +1,6 @@
 import { ChatError, type Message, type User } from "@chat/shared";
 import type { NodeMetrics } from "../metrics.ts";
-import type { Database } from "./database.ts";
+import type { Database, Statement } from "./database.ts";
 
 interface MessageRow extends Record<string, unknown> {
   room: string;
@@ -23,7 +23,9 @@ const UNIQUE_VIOLATION = "23505";
 const CLIENT_ID_INDEX = "messages_room_client_id";
 
 /** One statement: create the room if needed, take its next seq under the row lock, insert. */
-const APPEND_SQL = `
+const APPEND_SQL = {
+  name: "append-message",
+  text: `
   WITH next AS (
     INSERT INTO rooms (name, last_seq) VALUES ($1, 1)
     ON CONFLICT (name) DO UPDATE SET last_seq = rooms.last_seq + 1
@@ -31,10 +33,13 @@ const APPEND_SQL = `
   )
   INSERT INTO messages (room, seq, client_id, user_id, user_name, body)
   SELECT $1, next.last_seq, $2, $3, $4, $5 FROM next
-  RETURNING ${MESSAGE_COLUMNS}`;
+  RETURNING ${MESSAGE_COLUMNS}`,
+};
 
 /** The room's head on the queried server travels with the page, so a lagging replica shows. */
-const PAGE_SQL = `
+const PAGE_SQL = {
+  name: "page-messages",
+  text: `
   SELECT r.last_seq AS head, m.*
   FROM rooms r
   LEFT JOIN LATERAL (
@@ -42,7 +47,8 @@ const PAGE_SQL = `
     WHERE room = r.name AND seq > $2 AND seq <= $3
     ORDER BY seq LIMIT $4
   ) m ON true
-  WHERE r.name = $1`;
+  WHERE r.name = $1`,
+};
 
 export interface AppendResult {
   message: Message;
@@ -152,7 +158,7 @@ export class MessageStore {
   }
 
   async #read<R extends Record<string, unknown>>(
-    sql: string,
+    sql: Statement,
     params: unknown[],
     isFresh?: (rows: R[]) => boolean,
   ): Promise<R[]> {
