@@ -72,7 +72,7 @@ describe("benchmarks, smoke-sized", () => {
     expectFiles(dir, "Rails");
   }, 180_000);
 
-  it("cdn: Chromium loads the page over a long link; a warm edge fetches nothing from the origin", async () => {
+  it("cdn: Chromium loads the page over a long link; a warm edge answers every request from its cache", async () => {
     const result = await runPageLoads({ rttMs: 100, loads: 1 });
     const [direct, cold, warm] = result.setups;
     if (!direct || !cold || !warm) throw new Error("three setups expected");
@@ -80,7 +80,10 @@ describe("benchmarks, smoke-sized", () => {
     // Straight to the origin, the page's first byte alone costs a handshake and a round trip.
     expect(direct.median).toBeGreaterThanOrEqual(2 * result.rttMs);
     expect(cold.offload?.requests).toBe(0);
-    expect(warm.offload?.requests).toBe(1);
+    // Every request is answered from the cache. The page itself (max-age 5 s) may have gone
+    // stale by then on a loaded machine: served stale, and revalidated behind the user's back.
+    expect(warm.offload?.answered).toBe(warm.requests);
+    expect(warm.offload?.fetched).toBeLessThanOrEqual(1);
     expect(warm.originBytes).toBeLessThan(cold.originBytes / 10);
     const dir = writeRun("cdn", result, cdnTable(result), cdnPlot(result), tmpRun("cdn"));
     expectFiles(dir, "warm edge");
