@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { fixed, range, send, seqs } from "./support/clients.ts";
@@ -148,7 +149,7 @@ describe("limits", () => {
         method: "POST",
         body: JSON.stringify({ name: "http" }),
       })
-    ).json()) as { token: string };
+    ).json()) as { token: string; user: { id: string } };
     const room = freshRoom("rate-http");
     for (let i = 0; i < 100; i++)
       await send(cluster.nodeUrl(i % 2), room, `m${i}`, { token: session.token });
@@ -160,6 +161,18 @@ describe("limits", () => {
     expect(over.status).toBe(429);
     expect(Number(over.headers.get("retry-after"))).toBeGreaterThan(0);
     expect(await over.json()).toMatchObject({ error: { code: "rate_limited" } });
+    // The window's counter in Redis expires on its own (after two windows): no key lives on.
+    const redis = new Redis(cluster.redisUrl);
+    try {
+      const [key, ...others] = await redis.keys(`chat:rate:user:${session.user.id}:*`);
+      expect(others).toEqual([]);
+      expect(await redis.get(key ?? "")).toBe("101");
+      const ttl = await redis.pttl(key ?? "");
+      expect(ttl).toBeGreaterThan(60_000);
+      expect(ttl).toBeLessThanOrEqual(120_000);
+    } finally {
+      redis.disconnect();
+    }
   });
 
   it("at most MAX_TOPICS_PER_SOCKET topics per socket", async () => {
