@@ -51,12 +51,7 @@ async function watchPresence(topic: string) {
 }
 
 /** A signed-in user called `name`, joined to `topic` on node `index`. */
-async function joinAs(
-  name: string,
-  index: number,
-  topic: string,
-  heartbeatIntervalMs?: number,
-): Promise<void> {
+async function joinAs(name: string, index: number, topic: string, heartbeatIntervalMs?: number) {
   const response = await fetch(`${cluster.nodeUrl(index)}/api/session`, {
     method: "POST",
     body: JSON.stringify({ name }),
@@ -66,7 +61,9 @@ async function joinAs(
     params: { token },
     heartbeatIntervalMs,
   });
-  await joinRoom(socket, topic).joined;
+  const joined = joinRoom(socket, topic);
+  await joined.joined;
+  return { socket, channel: joined.channel };
 }
 
 describe.each(["2.0.0", "1.0.0"] as const)(
@@ -199,6 +196,25 @@ describe("Phoenix Channels", () => {
     } finally {
       await cluster.startNode(2);
     }
+  });
+
+  it("leaving a topic takes the user out of its presence, and the leaver gets no more of its diffs", async () => {
+    const topic = `room:${freshRoom("leave")}`;
+    const watcher = await watchPresence(topic);
+    const kim = await joinAs("kim", 1, topic);
+    await expect.poll(watcher.names, { timeout: 10_000 }).toEqual(["guest", "kim"]);
+    let diffsAfterLeaving = 0;
+    let left = false;
+    kim.socket.onMessage((message) => {
+      const { topic: to, event } = message as { topic: string; event: string };
+      if (left && to === topic && event === "presence_diff") diffsAfterLeaving++;
+    });
+    await new Promise((resolve) => kim.channel.leave().receive("ok", resolve));
+    left = true;
+    await expect.poll(watcher.names, { timeout: 10_000 }).toEqual(["guest"]);
+    await joinAs("lou", 1, topic);
+    await expect.poll(watcher.names, { timeout: 10_000 }).toEqual(["guest", "lou"]);
+    expect(diffsAfterLeaving).toBe(0);
   });
 
   it("a node that stalls past PRESENCE_DEAD_AFTER_MS loses its people's presence and lists them again when it resumes, counted on both sides", async () => {

@@ -153,15 +153,19 @@ export class Presence {
     return group(entries.filter((e) => alive.has(e.owner)));
   }
 
-  /** Calls `onDiff` with every change to the room's presence until the returned function is called. */
+  /** Calls `onDiff` with every change to the room's presence until the returned function,
+   * or `unlisten` with the same arguments, is called. */
   listen(room: string, onDiff: (diff: PresenceDiff) => void): () => void {
     const listeners = this.#listeners.get(room) ?? new Set();
     listeners.add(onDiff);
     this.#listeners.set(room, listeners);
-    return () => {
-      listeners.delete(onDiff);
-      if (listeners.size === 0) this.#listeners.delete(room);
-    };
+    return () => this.unlisten(room, onDiff);
+  }
+
+  unlisten(room: string, onDiff: (diff: PresenceDiff) => void): void {
+    const listeners = this.#listeners.get(room);
+    listeners?.delete(onDiff);
+    if (listeners?.size === 0) this.#listeners.delete(room);
   }
 
   /** A diff arrived from Redis (this node's own ones included). */

@@ -63,8 +63,10 @@ interface Channel {
   /** Its broadcasts: join_ref null, as Phoenix's own, so one frame serves every subscriber. */
   publish: FrameEncoding;
   subscription?: Subscription;
-  presenceRef?: Promise<string | null>;
-  stopPresence?: () => void;
+  /** The presence ref: a promise while tracking, then the ref itself (a settled promise
+   * kept per channel would cost its ~50 bytes for the channel's life). */
+  presenceRef?: Promise<string | null> | string | null;
+  onPresence?: (diff: PresenceDiff) => void;
 }
 
 /**
@@ -81,7 +83,8 @@ class PhoenixSocket implements SocketProtocol {
   /** When the client last sent a frame (Date.now()). */
   #heardAt = Date.now();
   #floods = 0;
-  #inOrder: Promise<void> = Promise.resolve();
+  /** The frame being dispatched and those queued behind it; undefined when idle. */
+  #inOrder: Promise<void> | undefined;
 
   constructor(
     connection: SocketConnection,
@@ -116,10 +119,14 @@ class PhoenixSocket implements SocketProtocol {
       this.#send(reply(message, "ok", {}));
       return;
     }
-    this.#inOrder = this.#inOrder.then(() =>
-      this.#dispatch(message).catch((error: unknown) => this.#fail(message, asChatError(error))),
-    );
-    return this.#inOrder;
+    const dispatch = () =>
+      this.#dispatch(message).catch((error: unknown) => this.#fail(message, asChatError(error)));
+    const queued = this.#inOrder ? this.#inOrder.then(dispatch) : dispatch();
+    this.#inOrder = queued;
+    // Let go of the chain once idle: a settled promise per socket is memory for nothing.
+    return queued.then(() => {
+      if (this.#inOrder === queued) this.#inOrder = undefined;
+    });
   }
 
   onBinary(): void {
@@ -237,14 +244,14 @@ class PhoenixSocket implements SocketProtocol {
   async #joinPresence(channel: Channel): Promise<void> {
     const { presence } = this.#services;
     const user = this.#connection.user;
-    channel.stopPresence = presence.listen(channel.room, (diff: PresenceDiff) =>
-      this.#send(broadcast(channel.topic, "presence_diff", diff, channel.joinRef)),
-    );
+    channel.onPresence = (diff: PresenceDiff) =>
+      this.#send(broadcast(channel.topic, "presence_diff", diff, channel.joinRef));
+    presence.listen(channel.room, channel.onPresence);
     channel.presenceRef = presence.track(channel.room, user.id, {
       name: user.name,
       online_at: Date.now(),
     });
-    await channel.presenceRef;
+    channel.presenceRef = await channel.presenceRef;
     const state = await presence.list(channel.room);
     if (this.#channels.get(channel.topic) === channel) {
       this.#send(broadcast(channel.topic, "presence_state", state, channel.joinRef));
@@ -262,9 +269,9 @@ class PhoenixSocket implements SocketProtocol {
 
   #leave(channel: Channel): void {
     channel.subscription?.close();
-    channel.stopPresence?.();
     const { presence } = this.#services;
-    void channel.presenceRef?.then((ref) => presence.untrack(channel.room, ref));
+    if (channel.onPresence) presence.unlisten(channel.room, channel.onPresence);
+    void Promise.resolve(channel.presenceRef).then((ref) => presence.untrack(channel.room, ref));
   }
 
   async #speak(message: PhoenixMessage): Promise<void> {
