@@ -1,5 +1,4 @@
 import { ChatError } from "@chat/shared";
-import type { HttpBindings } from "@hono/node-server";
 import { Hono } from "hono";
 import { routePath } from "hono/route";
 import { authenticate } from "../identity/auth.ts";
@@ -28,7 +27,7 @@ export function createApp(services: NodeServices): App {
   app.use(async (c, next) => {
     // On Node's response, which merges it into whatever Hono writes: setting it on c.res
     // after the handler would make @hono/node-server rebuild the response as a Web one.
-    const outgoing = (c.env as Partial<HttpBindings> | undefined)?.outgoing;
+    const outgoing = c.env.outgoing;
     outgoing?.setHeader("X-Chat-Node", config.NODE_ID);
     await next();
     const route = routePath(c, -1);

@@ -1,7 +1,7 @@
 import { ChatError } from "@chat/shared";
-import type { HttpBindings } from "@hono/node-server";
 import type { Context, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import type { AppEnv } from "./context.ts";
 
 /**
  * Refuses bodies over `maxBytes` with a 413 `payload_too_large`. A body of declared length
@@ -9,7 +9,7 @@ import { bodyLimit } from "hono/body-limit";
  * `req.body`, which makes @hono/node-server build a Web Request and stream per request.
  * Only chunked bodies (no length up front) are counted as they stream, by bodyLimit.
  */
-export function limitRequestBody(maxBytes: number): MiddlewareHandler {
+export function limitRequestBody(maxBytes: number): MiddlewareHandler<AppEnv> {
   const tooLarge = (): never => {
     throw new ChatError(
       "payload_too_large",
@@ -18,7 +18,7 @@ export function limitRequestBody(maxBytes: number): MiddlewareHandler {
   };
   const counted = bodyLimit({ maxSize: maxBytes, onError: tooLarge });
   return async (c, next) => {
-    const headers = (c.env as Partial<HttpBindings> | undefined)?.incoming?.headers;
+    const headers = c.env.incoming?.headers;
     if (!headers || headers["transfer-encoding"] !== undefined) return counted(c, next);
     // HTTP/1.1: without Content-Length or Transfer-Encoding a request has no body.
     if (Number(headers["content-length"] ?? 0) > maxBytes) tooLarge();

@@ -1,4 +1,5 @@
 import type { Logger } from "@chat/shared";
+import type { HttpBindings } from "@hono/node-server";
 import type { Hono } from "hono";
 import type { NodeConfig } from "../config.ts";
 import type { RedisBus } from "../delivery/redis-bus.ts";
@@ -25,5 +26,6 @@ export interface NodeServices {
   presence: Presence;
 }
 
-export type AppEnv = { Variables: AuthVariables };
+/** Node's request and response (partial: a WebSocket upgrade has no response). */
+export type AppEnv = { Bindings: Partial<HttpBindings>; Variables: AuthVariables };
 export type App = Hono<AppEnv>;

@@ -3,9 +3,9 @@ import type { Redis } from "ioredis";
 import type { NodeMetrics } from "../metrics.ts";
 
 /**
- * Per-user send limits shared by every node: a fixed window counter in Redis (one script:
- * INCR, and PEXPIRE on a new window; one command per send where MULTI took four). While Redis is away each node counts on its own,
- * so the limit degrades to per node instead of disappearing.
+ * Per-user send limits shared by every node: a fixed window counter in Redis, one script
+ * per send (INCR, and PEXPIRE when a window starts). While Redis is away each node counts
+ * on its own, so the limit degrades to per node instead of disappearing.
  */
 export class SendRateLimiter {
   readonly #redis: RedisWithCountSend;

@@ -1,4 +1,3 @@
-import type { IncomingMessage } from "node:http";
 import { ChatError, type User } from "@chat/shared";
 import { upgradeWebSocket } from "@hono/node-server";
 import type { Context, MiddlewareHandler } from "hono";
@@ -123,7 +122,7 @@ class SocketEvents implements WSEvents {
  * a dictionary (448 B instead of ~60).
  */
 function detachedUpgrade(c: Context<AppEnv>): { context: Context; release: () => void } {
-  const bindings = c.env as { incoming?: IncomingMessage };
+  const bindings = c.env;
   const upgrade = c.req.header("upgrade");
   const context: { env: object; req: object | undefined } = {
     env: bindings,

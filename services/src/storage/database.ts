@@ -11,10 +11,11 @@ type Row = Record<string, unknown>;
  */
 export type Statement = string | { name: string; text: string };
 
-const queryOf = (statement: Statement, values: unknown[]): pg.QueryConfig =>
-  typeof statement === "string" ? { text: statement, values } : { ...statement, values };
 export type Queryable = Pick<pg.Pool, "query">;
 type PoolName = "primary" | "replica";
+
+const queryOf = (statement: Statement, values: unknown[]): pg.QueryConfig =>
+  typeof statement === "string" ? { text: statement, values } : { ...statement, values };
 
 /** Errors after which the server taking writes may have changed (down, shut down, demoted). */
 const ROLE_CHANGE_CODES = new Set(["57P01", "57P02", "57P03", "25006", "08006", "08001"]);
