@@ -129,6 +129,12 @@ describe("benchmarks, smoke-sized", () => {
       expect(result.deliveredPerSecond).toBeGreaterThan(0);
       expect(Number.isFinite(result.bytesPerConnection.nodes)).toBe(true); // 20 sockets are within GC noise
       if (direct) expect(result.bytesPerConnection.gateway).toBe(0); // no gateway ran
+      // The nodes and the generators worked while the messages went out; the gateway only
+      // when it relayed them.
+      expect(result.cpuSeconds.nodes).toBeGreaterThan(0);
+      expect(result.cpuSeconds.generators).toBeGreaterThan(0);
+      if (direct) expect(result.cpuSeconds.gateway).toBe(0);
+      else expect(result.cpuSeconds.gateway).toBeGreaterThan(0);
       results.push(result);
     }
     const dir = writeRun(

@@ -7,7 +7,10 @@ import { join } from "node:path";
 import { type Cluster, startCluster } from "../../../cluster/launcher.ts";
 import { lineChart, markdownTable, percentile } from "../output.ts";
 import {
+  cpuBetween,
   errorReasons,
+  type GroupCpu,
+  groupCpu,
   joinsStalled,
   reports,
   setMarker,
@@ -57,6 +60,9 @@ export interface FanoutResult {
   latencyMs: { p50: number; p99: number; max: number };
   /** Resident memory the idle connections added, per connection. */
   bytesPerConnection: { nodes: number; gateway: number };
+  /** CPU seconds each group used from the first send until the arrivals were in: whether
+   * the figures measure the design or a saturated machine. */
+  cpuSeconds: GroupCpu;
 }
 
 /**
@@ -105,6 +111,7 @@ export async function runFanout(options: FanoutOptions): Promise<FanoutResult> {
     const after = memory(cluster);
     const prefix = `fan-${randomUUID().slice(0, 8)}-`;
     await setMarker(workers, prefix);
+    const cpuBefore = await groupCpu(cluster, workers);
     const { sentAt, failures } = await sendAtRate(
       `${entry}/api/rooms/chat/messages`,
       prefix,
@@ -113,6 +120,7 @@ export async function runFanout(options: FanoutOptions): Promise<FanoutResult> {
     if (sentAt.size === 0) throw new Error(`every send failed: ${JSON.stringify(failures)}`);
     const expected = joins.joined * sentAt.size;
     const figures = deliveryFigures(await collect(workers, expected), sentAt);
+    const cpuSeconds = cpuBetween(cpuBefore, await groupCpu(cluster, workers));
     return {
       nodes: options.nodes,
       via: options.direct ? "direct" : "gateway",
@@ -128,6 +136,7 @@ export async function runFanout(options: FanoutOptions): Promise<FanoutResult> {
         nodes: Math.round((after.nodes - before.nodes) / joins.joined),
         gateway: Math.round((after.gateway - before.gateway) / joins.joined),
       },
+      cpuSeconds,
     };
   } finally {
     for (const worker of workers) worker.send({ type: "stop" });
@@ -302,6 +311,7 @@ export function fanoutTable(results: FanoutResult[]): string {
       "max ms",
       "node bytes/conn",
       "gateway bytes/conn",
+      "CPU s while sending (nodes / gateway / generators)",
     ],
     results.map((r) => [
       r.nodes,
@@ -317,6 +327,7 @@ export function fanoutTable(results: FanoutResult[]): string {
       r.latencyMs.max,
       r.bytesPerConnection.nodes.toLocaleString("en"),
       r.bytesPerConnection.gateway.toLocaleString("en"),
+      `${r.cpuSeconds.nodes} / ${r.cpuSeconds.gateway} / ${r.cpuSeconds.generators}`,
     ]),
   );
 }

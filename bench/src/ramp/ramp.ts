@@ -279,6 +279,36 @@ async function sendMarker(base: string, marker: string): Promise<string | undefi
   return failure;
 }
 
+/** CPU seconds of the nodes (together), the gateway (primary and workers) and the generators. */
+export interface GroupCpu {
+  nodes: number;
+  gateway: number;
+  generators: number;
+}
+
+/**
+ * What each group has used so far (servers from /proc, generators by their own count, to the
+ * microsecond); subtract two readings for a phase.
+ */
+export async function groupCpu(
+  cluster: Cluster,
+  generators: ChildProcess[] = [],
+): Promise<GroupCpu> {
+  const of = (pids: Array<number | undefined>) =>
+    pids.reduce<number>((total, pid) => total + (pid ? cpuSeconds(pid) : 0), 0);
+  return {
+    nodes: of(cluster.nodes.map((node) => node.pid)),
+    gateway: of([cluster.gatewayPid]),
+    generators: sum(await reports(generators), "cpuMs") / 1000,
+  };
+}
+
+/** The CPU seconds each group used between two readings, to the hundredth. */
+export function cpuBetween(before: GroupCpu, after: GroupCpu): GroupCpu {
+  const used = (key: keyof GroupCpu) => Math.round((after[key] - before[key]) * 100) / 100;
+  return { nodes: used("nodes"), gateway: used("gateway"), generators: used("generators") };
+}
+
 function processCpu(cluster: Cluster, generators: WorkerReport[]): Record<string, number> {
   const cpu: Record<string, number> = {};
   for (const node of cluster.nodes) if (node.pid) cpu[`node-${node.index}`] = cpuSeconds(node.pid);

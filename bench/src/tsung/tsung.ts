@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Cluster } from "../../../cluster/launcher.ts";
 import { cpuSeconds, escapeXml, markdownTable } from "../output.ts";
-import { type RampTarget, startTarget } from "../ramp/ramp.ts";
+import { groupCpu, type RampTarget, startTarget } from "../ramp/ramp.ts";
 
 /** The thesis's two Tsung sessions: Phoenix Channels and Rails Action Cable. */
 export type TsungScenario = "phoenix" | "cable";
@@ -61,6 +61,7 @@ export async function runTsung(options: TsungOptions): Promise<TsungResult> {
     await writeFile(join(dir, "scenario.xml"), tsungConfig(options, port, holdS));
     const { peak, tsungCpu } = await runAndWatch(options, cluster, dir, holdS, say);
     const log = await readTsungLog(dir);
+    const servers = await groupCpu(cluster);
     return {
       scenario: options.scenario,
       target: options.target,
@@ -69,8 +70,8 @@ export async function runTsung(options: TsungOptions): Promise<TsungResult> {
       tsung: summarize(log),
       peakServerSockets: peak,
       cpuSeconds: {
-        nodes: round(cluster.nodes.reduce((t, n) => t + (n.pid ? cpuSeconds(n.pid) : 0), 0)),
-        gateway: round(cluster.gatewayPid ? cpuSeconds(cluster.gatewayPid) : 0),
+        nodes: round(servers.nodes),
+        gateway: round(servers.gateway),
         tsung: round(tsungCpu),
       },
     };
