@@ -9,9 +9,9 @@ import { type Cluster, findFreePort, REPO_ROOT, startCluster } from "../../../cl
 import { ManagedProcess, RUN_TYPESCRIPT } from "../../../cluster/process.ts";
 import { startRedis } from "../../../cluster/redis.ts";
 import { barChart, cpuSeconds, markdownTable } from "../output.ts";
-import { reports, setMarker, startGenerators } from "../ramp/ramp.ts";
+import { reports, setMarker, startGenerators, waitForArrivals } from "../ramp/ramp.ts";
 import type { GeneratorProtocol } from "../ramp/worker.ts";
-import { collect, deliveryFigures, rss, sendAtRate, waitForJoins } from "./fanout.ts";
+import { arrivalsByMessage, deliveryFigures, rss, sendAtRate, waitForJoins } from "./fanout.ts";
 import { heapAfterGc } from "./heap.ts";
 
 /** Ours over Phoenix Channels or over Action Cable, and the peers those protocols come from. */
@@ -243,7 +243,8 @@ export function runPeer(server: PeerServer, options: PeerOptions): Promise<PeerR
       if (sentAt.size < options.messages)
         throw new Error(`sends failed: ${JSON.stringify(failures)}`);
       const expected = options.subscribers * options.messages;
-      const arrivals = await collect(workers, expected);
+      await waitForArrivals(workers, expected);
+      const arrivals = await arrivalsByMessage(workers);
       const cpu = cpuSeconds(running.pid) - cpuBefore;
       const figures = deliveryFigures(arrivals, sentAt);
       await reports(workers);
