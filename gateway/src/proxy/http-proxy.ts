@@ -8,23 +8,13 @@ import {
 } from "node:http";
 import type { Socket } from "node:net";
 import { Readable } from "node:stream";
-import { ChatError, type ErrorCode, type Logger } from "@chat/shared";
+import { ChatError, type ErrorCode, HOP_BY_HOP_HEADERS, type Logger } from "@chat/shared";
 import { createProxyServer } from "http-proxy-3";
 import type { GatewayConfig } from "../config.ts";
 import type { GatewayMetrics } from "../metrics.ts";
 import type { Upstream, UpstreamPool } from "../upstreams/pool.ts";
 import { isIdempotent, type RequestKind, requestKind } from "./request-kind.ts";
 import { RetryBudget } from "./retry-budget.ts";
-
-const HOP_BY_HOP = [
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-];
 
 type Attempt =
   | { outcome: "done" }
@@ -246,7 +236,7 @@ async function bufferBody(req: IncomingMessage, limit: number): Promise<Buffer |
 function withoutHopByHop(headers: IncomingHttpHeaders): IncomingHttpHeaders {
   const kept: IncomingHttpHeaders = {};
   for (const [name, value] of Object.entries(headers))
-    if (!HOP_BY_HOP.includes(name)) kept[name] = value;
+    if (!HOP_BY_HOP_HEADERS.includes(name)) kept[name] = value;
   return kept;
 }
 

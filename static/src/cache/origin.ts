@@ -1,4 +1,5 @@
 import { type Agent, type IncomingHttpHeaders, request } from "node:http";
+import { HOP_BY_HOP_HEADERS } from "@chat/shared";
 
 export interface OriginResponse {
   status: number;
@@ -27,16 +28,6 @@ const CLIENT_CONDITIONALS = [
   "if-range",
   "range",
 ];
-const HOP_BY_HOP = [
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-];
-
 /**
  * What the edge asks the origin for a cacheable request: the client's headers without the
  * unkeyed ones (no X-Forwarded-Host poisoning), the origin's own Host, and identity
@@ -49,7 +40,8 @@ export function originRequestHeaders(
 ): Record<string, string | string[]> {
   const headers: Record<string, string | string[]> = {};
   for (const [name, value] of Object.entries(clientHeaders)) {
-    if (value === undefined || UNKEYED.includes(name) || HOP_BY_HOP.includes(name)) continue;
+    if (value === undefined || UNKEYED.includes(name) || HOP_BY_HOP_HEADERS.includes(name))
+      continue;
     if (CLIENT_CONDITIONALS.includes(name)) continue;
     headers[name] = value;
   }
@@ -121,7 +113,7 @@ export class OriginError extends Error {
 export function storableHeaders(headers: IncomingHttpHeaders): Record<string, string> {
   const kept: Record<string, string> = {};
   for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || HOP_BY_HOP.includes(name)) continue;
+    if (value === undefined || HOP_BY_HOP_HEADERS.includes(name)) continue;
     // Framing is the edge's; a cookie set for one client must never be replayed to others.
     if (name === "content-length" || name === "content-encoding" || name === "set-cookie") continue;
     kept[name] = Array.isArray(value) ? value.join(", ") : value;
