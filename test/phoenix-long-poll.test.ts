@@ -4,7 +4,7 @@ import { type Channel, LongPoll, Presence, Socket } from "phoenix";
 import { afterEach, describe, expect, it } from "vitest";
 import { range, seqs, sleep } from "./support/clients.ts";
 import { freshRoom, liveNodes, storedSeqs, useCluster } from "./support/cluster.ts";
-import { push } from "./support/phoenix.ts";
+import { joinRoom, push } from "./support/phoenix.ts";
 import { roundRobinProxy } from "./support/round-robin-proxy.ts";
 
 const cluster = await useCluster({
@@ -31,27 +31,11 @@ function longPollSocket(params: object = {}): Socket {
   return socket;
 }
 
-function join(socket: Socket, topic: string, fromStart = false) {
-  const messages: Message[] = [];
-  let lastSeq: number | undefined = fromStart ? 0 : undefined;
-  const channel: Channel = socket.channel(topic, () =>
-    lastSeq === undefined ? {} : { last_seq: lastSeq },
-  );
-  channel.on("publish", (message: Message) => {
-    messages.push(message);
-    lastSeq = message.seq;
-  });
-  const joined = new Promise<unknown>((resolve, reject) => {
-    channel.join().receive("ok", resolve).receive("error", reject);
-  });
-  return { channel, messages, joined };
-}
-
 describe("Phoenix LongPoll, sticky-free", () => {
   it("joins, speaks and receives while consecutive requests land on different nodes", async () => {
     const topic = `room:${freshRoom("lp")}`;
-    const alice = join(longPollSocket(), topic);
-    const bob = join(longPollSocket(), topic);
+    const alice = joinRoom(longPollSocket(), topic);
+    const bob = joinRoom(longPollSocket(), topic);
     expect(await alice.joined).toMatchObject({
       node: expect.stringMatching(/^node-/),
       last_seq: 0,
@@ -73,7 +57,7 @@ describe("Phoenix LongPoll, sticky-free", () => {
 
   it("the bare chat topic, last_seq replay then live, and error replies", async () => {
     const topic = `room:${freshRoom("lp-replay")}`;
-    const writer = join(longPollSocket(), topic);
+    const writer = joinRoom(longPollSocket(), topic);
     await writer.joined;
     for (let i = 1; i <= 4; i++) await push(writer.channel, "speak", { body: `m${i}` });
     const socket = longPollSocket();
@@ -99,7 +83,7 @@ describe("Phoenix LongPoll, sticky-free", () => {
       code: "invalid_room",
     });
     bad.leave();
-    const chat = join(socket, "chat");
+    const chat = joinRoom(socket, "chat");
     await chat.joined;
   });
 
@@ -121,7 +105,7 @@ describe("Phoenix LongPoll, sticky-free", () => {
         .sort();
     });
     await new Promise((resolve) => channel.join().receive("ok", resolve));
-    const lena = join(longPollSocket({ token: session.token }), topic);
+    const lena = joinRoom(longPollSocket({ token: session.token }), topic);
     await lena.joined;
     await expect.poll(() => names, { timeout: 10_000 }).toEqual(["guest", "lena"]);
     expect(await push(lena.channel, "speak", { body: "signed" })).toMatchObject({ user: "lena" });
@@ -180,8 +164,8 @@ describe("Phoenix LongPoll, sticky-free", () => {
   it("clients carry on when nodes die: nothing lost, nothing doubled", async () => {
     const topic = `room:${freshRoom("lp-kill")}`;
     const room = topic.slice(5);
-    const receivers = [0, 1].map(() => join(longPollSocket(), topic, true));
-    const sender = join(longPollSocket(), topic);
+    const receivers = [0, 1].map(() => joinRoom(longPollSocket(), topic, { fromStart: true }));
+    const sender = joinRoom(longPollSocket(), topic);
     await Promise.all([...receivers, sender].map((r) => r.joined));
     const total = 40;
     const sending = (async () => {
