@@ -27,36 +27,55 @@ export function frameEncoding(key: string, encode: (messageJson: string) => stri
   return encoding;
 }
 
-/** A delivered message, encoded once for all the subscribers that send it the same way. */
-export interface Delivery {
-  readonly message: Message;
+/**
+ * A payload many subscribers are sent (a message, a presence diff): its JSON made once, and
+ * its frame once per encoding key, as UTF-8 bytes: every subscriber of a room on one protocol
+ * shares one buffer instead of encoding its own.
+ */
+export abstract class SharedPayload {
+  #frames: Map<string, Buffer> | undefined;
+
+  abstract readonly json: string;
+
+  frame(encoding: FrameEncoding): Buffer {
+    this.#frames ??= new Map();
+    let frame = this.#frames.get(encoding.key);
+    if (!frame) {
+      frame = Buffer.from(encoding.encode(this.json));
+      this.#frames.set(encoding.key, frame);
+    }
+    return frame;
+  }
+}
+
+/** JSON already made, to be framed for many subscribers. */
+export class SharedJson extends SharedPayload {
   readonly json: string;
-  /**
-   * The frame `encoding` makes of the message's JSON, as UTF-8 bytes, built once per key:
-   * every subscriber of a room on one protocol shares one buffer instead of encoding its own.
-   */
-  frame(encoding: FrameEncoding): Buffer;
+
+  constructor(json: string) {
+    super();
+    this.json = json;
+  }
+}
+
+/** A delivered message; its JSON is made when first asked for. */
+export class Delivery extends SharedPayload {
+  readonly message: Message;
+  #json: string | undefined;
+
+  constructor(message: Message) {
+    super();
+    this.message = message;
+  }
+
+  get json(): string {
+    this.#json ??= JSON.stringify(this.message);
+    return this.#json;
+  }
 }
 
 export function toDelivery(message: Message): Delivery {
-  let json: string | undefined;
-  let frames: Map<string, Buffer> | undefined;
-  return {
-    message,
-    get json() {
-      json ??= JSON.stringify(message);
-      return json;
-    },
-    frame(encoding) {
-      frames ??= new Map();
-      let frame = frames.get(encoding.key);
-      if (!frame) {
-        frame = Buffer.from(encoding.encode(this.json));
-        frames.set(encoding.key, frame);
-      }
-      return frame;
-    },
-  };
+  return new Delivery(message);
 }
 
 export type Deliver = (delivery: Delivery) => void;

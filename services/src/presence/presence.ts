@@ -3,6 +3,7 @@ import type { Logger } from "@chat/shared";
 import type { Redis } from "ioredis";
 import type { NodeConfig } from "../config.ts";
 import type { RedisBus } from "../delivery/redis-bus.ts";
+import { SharedJson, type SharedPayload } from "../delivery/subscription.ts";
 import type { NodeMetrics } from "../metrics.ts";
 import { AliveHeartbeat } from "./alive-heartbeat.ts";
 
@@ -13,6 +14,12 @@ export type PresenceState = Record<string, { metas: PresenceMeta[] }>;
 export interface PresenceDiff {
   joins: PresenceState;
   leaves: PresenceState;
+}
+
+/** Who hears a room's presence diffs: an object, so a listener per socket costs no closure. */
+export interface PresenceListener {
+  /** A diff (a PresenceDiff's JSON), shared by every listener: frame it with `diff.frame`. */
+  presenceChanged(diff: SharedPayload): void;
 }
 
 interface Entry {
@@ -52,7 +59,7 @@ export class Presence {
   readonly #config: NodeConfig;
   readonly #log: Logger;
   readonly #metrics: NodeMetrics;
-  readonly #listeners = new Map<string, Set<(diff: PresenceDiff) => void>>();
+  readonly #listeners = new Map<string, Set<PresenceListener>>();
   /** Entries this node tracked, so a drain can remove them at once. */
   readonly #mine = new Map<string, { room: string; entry: Entry }>();
   /** Joins and leaves waiting to go out as one diff per room (PRESENCE_BATCH_MS). */
@@ -153,24 +160,28 @@ export class Presence {
     return group(entries.filter((e) => alive.has(e.owner)));
   }
 
-  /** Calls `onDiff` with every change to the room's presence until the returned function,
+  /** Tells `listener` of every change to the room's presence until the returned function,
    * or `unlisten` with the same arguments, is called. */
-  listen(room: string, onDiff: (diff: PresenceDiff) => void): () => void {
+  listen(room: string, listener: PresenceListener): () => void {
     const listeners = this.#listeners.get(room) ?? new Set();
-    listeners.add(onDiff);
+    listeners.add(listener);
     this.#listeners.set(room, listeners);
-    return () => this.unlisten(room, onDiff);
+    return () => this.unlisten(room, listener);
   }
 
-  unlisten(room: string, onDiff: (diff: PresenceDiff) => void): void {
+  unlisten(room: string, listener: PresenceListener): void {
     const listeners = this.#listeners.get(room);
-    listeners?.delete(onDiff);
+    listeners?.delete(listener);
     if (listeners?.size === 0) this.#listeners.delete(room);
   }
 
-  /** A diff arrived from Redis (this node's own ones included). */
+  /** A diff arrived from Redis (this node's own ones included): encoded once for the room's
+   * listeners, however many sockets they are. */
   received(room: string, diff: unknown): void {
-    for (const listener of this.#listeners.get(room) ?? []) listener(diff as PresenceDiff);
+    const listeners = this.#listeners.get(room);
+    if (!listeners) return;
+    const shared = new SharedJson(JSON.stringify(diff));
+    for (const listener of listeners) listener.presenceChanged(shared);
   }
 
   /** Removes this node's entries (drain) and stops heartbeating. */

@@ -9,6 +9,7 @@ import type { App, NodeServices } from "../../http/context.ts";
 import { parseSendInput } from "../../messages/input.ts";
 import { parseRoomName } from "../../rooms/room-name.ts";
 import type { SocketConnection, SocketProtocol } from "../../sockets/connection.ts";
+import { LeanMap } from "../../sockets/lean-map.ts";
 import { INVALID_TOKEN_USER, serveSocket } from "../../sockets/serve-socket.ts";
 import { Sweep } from "../../sockets/sweep.ts";
 import { asChatError } from "../phoenix/serializer.ts";
@@ -57,7 +58,7 @@ interface CableSubscription {
 class CableConnection implements SocketProtocol {
   readonly #connection: SocketConnection;
   readonly #services: NodeServices;
-  readonly #subscriptions = new Map<string, CableSubscription>();
+  readonly #subscriptions = new LeanMap<CableSubscription>();
   readonly #pings: Sweep<CableConnection>;
   #inOrder: Promise<void> = Promise.resolve();
   #floods = 0;

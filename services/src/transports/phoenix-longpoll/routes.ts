@@ -222,7 +222,7 @@ async function waitForNews(
     registered = (async () => {
       cleanups.push(await services.bus.listen(LongPollSessions.wakeChannel(sid), wake));
       for (const joined of (await sessions.topics(sid)).values()) {
-        cleanups.push(services.presence.listen(joined.room, wake));
+        cleanups.push(services.presence.listen(joined.room, { presenceChanged: wake }));
         const after = joined.cursors[version] ?? joined.start;
         const subscription = await services.chat.subscribe(joined.room, { after, deliver: wake });
         cleanups.push(() => subscription.close());

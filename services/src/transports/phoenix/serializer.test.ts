@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { decode, encode, parseVsn, roomOfTopic } from "./serializer.ts";
+import { broadcast, decode, encode, encodeBroadcast, parseVsn, roomOfTopic } from "./serializer.ts";
 
 describe("Phoenix serializers", () => {
   const message = {
@@ -14,6 +14,14 @@ describe("Phoenix serializers", () => {
     expect(encode(message, "2.0.0")).toBe('["1","2","room:a","speak",{"body":"hi"}]');
     for (const vsn of ["1.0.0", "2.0.0"] as const)
       expect(decode(encode(message, vsn), vsn)).toEqual(message);
+  });
+
+  it("splices a payload's JSON, made once for many sockets, into a broadcast both serializers decode", () => {
+    const diff = { joins: { ana: { metas: [{ phx_ref: "r" }] } }, leaves: {} };
+    for (const vsn of ["1.0.0", "2.0.0"] as const)
+      expect(
+        decode(encodeBroadcast(vsn, 'room:"q"', "presence_diff", null, JSON.stringify(diff)), vsn),
+      ).toEqual(broadcast('room:"q"', "presence_diff", diff));
   });
 
   it("treats a connection without vsn as 1.0.0, like Phoenix (Tsung sends none)", () => {

@@ -130,11 +130,23 @@ export function encodePublish(
   joinRef: string | null,
   messageJson: string,
 ): string {
+  return encodeBroadcast(vsn, topic, PUBLISH_EVENT, joinRef, messageJson);
+}
+
+/** A broadcast whose payload is JSON already made (shared by many sockets), spliced in as is. */
+export function encodeBroadcast(
+  vsn: Vsn,
+  topic: string,
+  event: string,
+  joinRef: string | null,
+  payloadJson: string,
+): string {
   const t = JSON.stringify(topic);
   const j = JSON.stringify(joinRef);
+  const e = JSON.stringify(event);
   return vsn === "2.0.0"
-    ? `[${j},null,${t},"${PUBLISH_EVENT}",${messageJson}]`
-    : `{"join_ref":${j},"ref":null,"topic":${t},"event":"${PUBLISH_EVENT}","payload":${messageJson}}`;
+    ? `[${j},null,${t},${e},${payloadJson}]`
+    : `{"join_ref":${j},"ref":null,"topic":${t},"event":${e},"payload":${payloadJson}}`;
 }
 
 /** The optional resume point of a phx_join. */

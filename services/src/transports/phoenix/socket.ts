@@ -3,12 +3,14 @@ import {
   type Delivery,
   type FrameEncoding,
   frameEncoding,
+  type SharedPayload,
   type Subscription,
 } from "../../delivery/subscription.ts";
 import type { App, NodeServices } from "../../http/context.ts";
 import { parseSendInput } from "../../messages/input.ts";
-import type { PresenceDiff } from "../../presence/presence.ts";
+import type { PresenceListener } from "../../presence/presence.ts";
 import type { SocketConnection, SocketProtocol } from "../../sockets/connection.ts";
+import { LeanMap } from "../../sockets/lean-map.ts";
 import { serveSocket } from "../../sockets/serve-socket.ts";
 import { Sweep } from "../../sockets/sweep.ts";
 import {
@@ -16,6 +18,7 @@ import {
   broadcast,
   decode,
   encode,
+  encodeBroadcast,
   encodePublish,
   errorReply,
   notJoined,
@@ -55,18 +58,41 @@ function heartbeatSweep(timeoutMs: number): Sweep<PhoenixSocket> {
   });
 }
 
-/** A joined topic: its join_ref, its room subscription and presence. */
-interface Channel {
-  topic: string;
-  room: string;
-  joinRef: string | null;
+/**
+ * A joined topic: its join_ref, its room subscription and presence. It hears the room's
+ * presence diffs itself, as a method rather than a closure per socket, and sends them as
+ * Phoenix does, as broadcasts (join_ref null): one frame for every socket on the topic.
+ */
+class Channel implements PresenceListener {
+  readonly topic: string;
+  readonly room: string;
+  readonly joinRef: string | null;
   /** Its broadcasts: join_ref null, as Phoenix's own, so one frame serves every subscriber. */
-  publish: FrameEncoding;
-  subscription?: Subscription;
+  readonly publish: FrameEncoding;
+  readonly #presenceDiffs: FrameEncoding;
+  readonly #connection: SocketConnection;
+  subscription: Subscription | undefined = undefined;
   /** The presence ref: a promise while tracking, then the ref itself (a settled promise
    * kept per channel would cost its ~50 bytes for the channel's life). */
-  presenceRef?: Promise<string | null> | string | null;
-  onPresence?: (diff: PresenceDiff) => void;
+  presenceRef: Promise<string | null> | string | null | undefined = undefined;
+
+  constructor(connection: SocketConnection, vsn: Vsn, message: PhoenixMessage, room: string) {
+    const { topic } = message;
+    this.#connection = connection;
+    this.topic = topic;
+    this.room = room;
+    this.joinRef = message.join_ref;
+    this.publish = frameEncoding(`phx${vsn}:${topic}`, (json) =>
+      encodePublish(vsn, topic, null, json),
+    );
+    this.#presenceDiffs = frameEncoding(`phx${vsn}:${topic}:presence_diff`, (json) =>
+      encodeBroadcast(vsn, topic, "presence_diff", null, json),
+    );
+  }
+
+  presenceChanged(diff: SharedPayload): void {
+    this.#connection.send(diff.frame(this.#presenceDiffs));
+  }
 }
 
 /**
@@ -78,7 +104,7 @@ class PhoenixSocket implements SocketProtocol {
   readonly #connection: SocketConnection;
   readonly #services: NodeServices;
   readonly #vsn: Vsn;
-  readonly #channels = new Map<string, Channel>();
+  readonly #channels = new LeanMap<Channel>();
   readonly #heartbeats: Sweep<PhoenixSocket>;
   /** When the client last sent a frame (Date.now()). */
   #heardAt = Date.now();
@@ -202,14 +228,7 @@ class PhoenixSocket implements SocketProtocol {
         `at most ${max} topics per socket (MAX_TOPICS_PER_SOCKET)`,
       );
     }
-    const { topic } = message;
-    const vsn = this.#vsn;
-    const channel: Channel = {
-      topic,
-      room,
-      joinRef: message.join_ref,
-      publish: frameEncoding(`phx${vsn}:${topic}`, (json) => encodePublish(vsn, topic, null, json)),
-    };
+    const channel = new Channel(this.#connection, this.#vsn, message, room);
     this.#channels.set(message.topic, channel);
     let replied = false;
     try {
@@ -244,9 +263,7 @@ class PhoenixSocket implements SocketProtocol {
   async #joinPresence(channel: Channel): Promise<void> {
     const { presence } = this.#services;
     const user = this.#connection.user;
-    channel.onPresence = (diff: PresenceDiff) =>
-      this.#send(broadcast(channel.topic, "presence_diff", diff, channel.joinRef));
-    presence.listen(channel.room, channel.onPresence);
+    presence.listen(channel.room, channel);
     channel.presenceRef = presence.track(channel.room, user.id, {
       name: user.name,
       online_at: Date.now(),
@@ -270,7 +287,7 @@ class PhoenixSocket implements SocketProtocol {
   #leave(channel: Channel): void {
     channel.subscription?.close();
     const { presence } = this.#services;
-    if (channel.onPresence) presence.unlisten(channel.room, channel.onPresence);
+    presence.unlisten(channel.room, channel); // a no-op for a channel that never listened
     void Promise.resolve(channel.presenceRef).then((ref) => presence.untrack(channel.room, ref));
   }
 
