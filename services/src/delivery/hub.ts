@@ -4,14 +4,14 @@ import type { NodeMetrics } from "../metrics.ts";
 import type { MessageStore } from "../storage/message-store.ts";
 import type { RedisBus } from "./redis-bus.ts";
 import { RoomFeed } from "./room-feed.ts";
-import { type Deliver, Subscription, toDelivery } from "./subscription.ts";
+import { type Recipient, Subscription, toDelivery } from "./subscription.ts";
 
 const REPLAY_PAGE = 500;
 
 export interface SubscribeOptions {
   /** Deliver messages with seq > after; null joins "from now". */
   after: number | null;
-  deliver: Deliver;
+  to: Recipient;
   /** Called after each replayed message; a returned promise pauses the replay until the
    * reader has caught up, so a long backlog never floods a socket's send buffer. */
   paceReplay?: () => Promise<void> | undefined;
@@ -90,7 +90,7 @@ export class DeliveryHub {
   /** Replays stored messages after `after`, then streams live ones: gapless, in order, once. */
   async subscribe(room: string, options: SubscribeOptions): Promise<Subscription> {
     const { feed, leave } = await this.#follow(room);
-    const subscription = new Subscription(room, options.after ?? 0, options.deliver, leave);
+    const subscription = new Subscription(room, options.after ?? 0, options.to, leave);
     feed.subscriptions.add(subscription);
     if (options.after === null) subscription.startAt(feed.head);
     options.onStart?.(subscription.cursor);

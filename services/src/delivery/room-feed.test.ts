@@ -30,7 +30,7 @@ function feedWithStorage(stored: number, gapFillDelayMs = 5) {
   const subscription = new Subscription(
     "r",
     0,
-    (d) => seen.push(d.message.seq),
+    { deliver: (d) => seen.push(d.message.seq) },
     () => {},
   );
   feed.subscriptions.add(subscription);
@@ -87,7 +87,7 @@ describe("Subscription", () => {
     const subscription = new Subscription(
       "r",
       0,
-      (d) => seen.push(d.message.seq),
+      { deliver: (d) => seen.push(d.message.seq) },
       () => {},
     );
     const live = (seq: number) => subscription.receive(toDelivery(message(seq)));

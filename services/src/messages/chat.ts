@@ -81,11 +81,13 @@ export class Chat {
       this.#hub
         .subscribe(room, {
           after,
-          deliver: ({ message }) => {
-            if (done) return;
-            received.push(message);
-            if (received.length >= limit) finish();
-            else setImmediate(finish);
+          to: {
+            deliver: ({ message }) => {
+              if (done) return;
+              received.push(message);
+              if (received.length >= limit) finish();
+              else setImmediate(finish);
+            },
           },
         })
         .then(

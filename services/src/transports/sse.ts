@@ -62,10 +62,12 @@ export async function stream(
     const subscribing = chat.subscribe(room, {
       onStart: (cursor) => started(cursor),
       after,
-      deliver: (delivery) => {
-        queue.push(delivery);
-        if (queue.length > config.SSE_MAX_QUEUED_MESSAGES) end("slow_consumer");
-        wake?.();
+      to: {
+        deliver: (delivery) => {
+          queue.push(delivery);
+          if (queue.length > config.SSE_MAX_QUEUED_MESSAGES) end("slow_consumer");
+          wake?.();
+        },
       },
       paceReplay: () =>
         queue.length < config.SSE_MAX_QUEUED_MESSAGES / 2 || endReason

@@ -44,7 +44,7 @@ class ThesisSocket implements SocketProtocol {
     this.#subscription = services.chat
       .subscribe(DEFAULT_ROOM, {
         after,
-        deliver: (delivery) => connection.send(delivery.frame(AS_IS)),
+        to: { deliver: (delivery) => connection.send(delivery.frame(AS_IS)) },
         paceReplay: () => connection.whenWritable(),
       })
       .catch((error: unknown) => {

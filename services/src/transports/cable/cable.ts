@@ -1,8 +1,8 @@
 import { ChatError, CLOSE, DEFAULT_ROOM } from "@chat/shared";
 import {
-  type Delivery,
   type FrameEncoding,
   frameEncoding,
+  type Recipient,
   type Subscription,
 } from "../../delivery/subscription.ts";
 import type { App, NodeServices } from "../../http/context.ts";
@@ -164,7 +164,7 @@ class CableConnection implements SocketProtocol {
     try {
       entry.subscription = await this.#services.chat.subscribe(params.room, {
         after: params.lastSeq,
-        deliver: this.#broadcaster(entry),
+        to: this.#broadcaster(entry),
         paceReplay: () => this.#connection.whenWritable(),
         // Confirmed once the subscription is in place, then the replay streams at the pace
         // the client reads it.
@@ -198,8 +198,9 @@ class CableConnection implements SocketProtocol {
 
   /** Made apart from #subscribe so that the subscription, which keeps it, keeps nothing
    * else of the command that subscribed. */
-  #broadcaster(entry: CableSubscription): (delivery: Delivery) => void {
-    return (delivery) => this.#connection.send(delivery.frame(entry.broadcast));
+  #broadcaster(entry: CableSubscription): Recipient {
+    const connection = this.#connection;
+    return { deliver: (delivery) => connection.send(delivery.frame(entry.broadcast)) };
   }
 
   #error(identifier: string | undefined, error: ChatError): void {

@@ -224,7 +224,10 @@ async function waitForNews(
       for (const joined of (await sessions.topics(sid)).values()) {
         cleanups.push(services.presence.listen(joined.room, { presenceChanged: wake }));
         const after = joined.cursors[version] ?? joined.start;
-        const subscription = await services.chat.subscribe(joined.room, { after, deliver: wake });
+        const subscription = await services.chat.subscribe(joined.room, {
+          after,
+          to: { deliver: wake },
+        });
         cleanups.push(() => subscription.close());
       }
     })().catch(wake);

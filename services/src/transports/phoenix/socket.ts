@@ -3,6 +3,7 @@ import {
   type Delivery,
   type FrameEncoding,
   frameEncoding,
+  type Recipient,
   type SharedPayload,
   type Subscription,
 } from "../../delivery/subscription.ts";
@@ -63,7 +64,7 @@ function heartbeatSweep(timeoutMs: number): Sweep<PhoenixSocket> {
  * presence diffs itself, as a method rather than a closure per socket, and sends them as
  * Phoenix does, as broadcasts (join_ref null): one frame for every socket on the topic.
  */
-class Channel implements PresenceListener {
+class Channel implements PresenceListener, Recipient {
   readonly topic: string;
   readonly room: string;
   readonly joinRef: string | null;
@@ -88,6 +89,10 @@ class Channel implements PresenceListener {
     this.#presenceDiffs = frameEncoding(`phx${vsn}:${topic}:presence_diff`, (json) =>
       encodeBroadcast(vsn, topic, "presence_diff", null, json),
     );
+  }
+
+  deliver(delivery: Delivery): void {
+    this.#connection.send(delivery.frame(this.publish));
   }
 
   presenceChanged(diff: SharedPayload): void {
@@ -234,7 +239,7 @@ class PhoenixSocket implements SocketProtocol {
     try {
       channel.subscription = await this.#services.chat.subscribe(room, {
         after: lastSeq,
-        deliver: this.#publisher(channel),
+        to: channel,
         paceReplay: () => this.#connection.whenWritable(),
         // The reply goes once the subscription is in place, then the replay streams at the
         // pace the client reads it; `last_seq` lets a client that joined "from now" resume.
@@ -302,12 +307,6 @@ class PhoenixSocket implements SocketProtocol {
     const sender = { user: this.#connection.user, address: this.#connection.address };
     const { message: stored } = await this.#services.chat.send(channel.room, sender, input);
     this.#send(reply(message, "ok", stored));
-  }
-
-  /** Made apart from #join so that the subscription, which keeps it, keeps nothing else of
-   * the join (its message and payload). */
-  #publisher(channel: Channel): (delivery: Delivery) => void {
-    return (delivery) => this.#connection.send(delivery.frame(channel.publish));
   }
 
   #fail(to: PhoenixMessage, error: ChatError): void {
