@@ -315,6 +315,47 @@ describe("the gateway", () => {
     }
   });
 
+  it("closes a tunnel idle for STREAM_IDLE_TIMEOUT_MS, and keeps one with traffic open", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "chat-idle-gateway-"));
+    const idle = new GatewayProcess({
+      repoRoot: REPO_ROOT,
+      port: await findFreePort(),
+      adminPort: await findFreePort(),
+      dataDir: dir,
+      logDir: dir,
+      output: "pipe-to-file",
+      workers: 1,
+      env: { STREAM_IDLE_TIMEOUT_MS: "1500" },
+    });
+    idle.setUpstreams(cluster.nodes.map((node) => new URL(node.url).host));
+    await idle.start();
+    const url = `${idle.url.replace("http", "ws")}/socket/websocket?vsn=2.0.0`;
+    const open = () =>
+      new Promise<WebSocket>((resolve, reject) => {
+        const socket = new WebSocket(url);
+        socket.once("open", () => resolve(socket)).once("error", reject);
+      });
+    try {
+      const [silent, chatty] = await Promise.all([open(), open()]);
+      const closedAt = new Map<WebSocket, number>();
+      const started = Date.now();
+      for (const socket of [silent, chatty])
+        socket.once("close", () => closedAt.set(socket, Date.now() - started));
+      const beat = setInterval(
+        () => chatty.send(JSON.stringify([null, "hb", "phoenix", "heartbeat", {}])),
+        400,
+      );
+      await sleep(3500);
+      clearInterval(beat);
+      expect(closedAt.get(silent)).toBeGreaterThanOrEqual(1400);
+      expect(closedAt.get(silent)).toBeLessThan(3500);
+      expect(closedAt.has(chatty)).toBe(false);
+      chatty.terminate();
+    } finally {
+      await idle.stop();
+    }
+  });
+
   it("checks each node once per HEALTH_INTERVAL_MS for all its workers together, not once per worker", async () => {
     const readyChecks = () =>
       metric(cluster.nodeUrl(0), 'chat_http_requests_total{method="GET",route="/readyz"');

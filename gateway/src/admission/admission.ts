@@ -3,6 +3,7 @@ import type { Duplex } from "node:stream";
 import { ChatError } from "@chat/shared";
 import type { GatewayConfig } from "../config.ts";
 import type { GatewayMetrics } from "../metrics.ts";
+import { destroySelf } from "../proxy/destroy-self.ts";
 
 /**
  * Refused connections waiting for their first request, at most: past this, new connections
@@ -38,6 +39,11 @@ export function createAdmission(config: GatewayConfig, metrics: GatewayMetrics) 
     return true;
   }
 
+  function admittedClosed(): void {
+    admitted--;
+    metrics.clientConnections.dec();
+  }
+
   function refuse(socket: Socket, error: ChatError, reason: "limit" | "rate"): void {
     metrics.refusedConnections.inc({ reason });
     if (refusing >= MAX_REFUSALS_IN_FLIGHT) {
@@ -56,7 +62,7 @@ export function createAdmission(config: GatewayConfig, metrics: GatewayMetrics) 
   return {
     /** The server's `connection` listener. */
     admit(socket: Socket): void {
-      socket.on("error", () => socket.destroy());
+      socket.on("error", destroySelf);
       if (admitted >= config.MAX_CONNECTIONS) {
         refuse(socket, OVERLOADED(config.MAX_CONNECTIONS), "limit");
         return;
@@ -67,10 +73,7 @@ export function createAdmission(config: GatewayConfig, metrics: GatewayMetrics) 
       }
       admitted++;
       metrics.clientConnections.inc();
-      socket.once("close", () => {
-        admitted--;
-        metrics.clientConnections.dec();
-      });
+      socket.on("close", admittedClosed); // "close" comes once; `once` would wrap it per socket
     },
     /** Why this connection was refused, or undefined when it was admitted. */
     refusal: (socket: Duplex): ChatError | undefined => refusals.get(socket as Socket),

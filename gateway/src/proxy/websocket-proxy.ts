@@ -7,6 +7,7 @@ import type { GatewayConfig } from "../config.ts";
 import type { GatewayMetrics } from "../metrics.ts";
 import type { Upstream, UpstreamPool } from "../upstreams/pool.ts";
 import type { SourcePort, SourcePorts } from "../upstreams/source-ports.ts";
+import { destroySelf } from "./destroy-self.ts";
 import { RetryBudget } from "./retry-budget.ts";
 
 const MAX_SOURCE_PORT_TRIES = 20;
@@ -58,7 +59,7 @@ export function createWebSocketProxy(deps: {
   proxy.on("error", (error) => log.debug({ err: error }, "websocket proxy error"));
 
   async function handle(req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
-    client.on("error", () => client.destroy()); // before anything else: no unhandled socket errors
+    client.on("error", destroySelf); // before anything else: no unhandled socket errors
     budget.recordRequest();
     const tried = new Set<Upstream>();
     for (let attempt = 0; attempt < config.MAX_ATTEMPTS && !client.destroyed; attempt++) {
@@ -102,14 +103,16 @@ export function createWebSocketProxy(deps: {
       metrics.openWebSockets.dec({ upstream: upstream.address });
       socket.destroy();
     };
-    client.once("close", release);
-    socket.once("close", () => client.destroy());
+    // "close" comes once: plain listeners, without `once`'s wrapper and state per socket.
+    client.on("close", release);
+    socket.on("close", () => client.destroy());
     agent.handOff(socket, () =>
       proxy.ws(req, client, head, { target: { host: upstream.host, port: upstream.port }, agent }),
     );
     // http-proxy turns socket timeouts off; an established tunnel gets an idle bound instead.
-    for (const side of [client, socket] as const) {
-      (side as Socket).setTimeout?.(config.STREAM_IDLE_TIMEOUT_MS, () => side.destroy());
+    for (const side of [client as Socket, socket]) {
+      side.setTimeout(config.STREAM_IDLE_TIMEOUT_MS);
+      side.on("timeout", destroySelf);
     }
   }
 
@@ -142,7 +145,7 @@ export function createWebSocketProxy(deps: {
         clearTimeout(timer);
         // The tunnel outlives this promise: leave no listener holding its closure (and timer).
         socket.off("error", failed);
-        socket.on("error", () => socket.destroy()); // later errors end the tunnel, never the worker
+        socket.on("error", destroySelf); // later errors end the tunnel, never the worker
         resolve(socket);
       });
     });
