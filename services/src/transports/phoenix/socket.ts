@@ -68,8 +68,9 @@ class Channel implements PresenceListener, Recipient {
   readonly topic: string;
   readonly room: string;
   readonly joinRef: string | null;
-  /** Its broadcasts: join_ref null, as Phoenix's own, so one frame serves every subscriber. */
-  readonly publish: FrameEncoding;
+  /** Its broadcasts: join_ref null, as Phoenix's own, so one frame serves every subscriber.
+   * Keys name the event before the topic, which comes last: no two topics can share one. */
+  readonly #messages: FrameEncoding;
   readonly #presenceDiffs: FrameEncoding;
   readonly #connection: SocketConnection;
   subscription: Subscription | undefined = undefined;
@@ -83,16 +84,16 @@ class Channel implements PresenceListener, Recipient {
     this.topic = topic;
     this.room = room;
     this.joinRef = message.join_ref;
-    this.publish = frameEncoding(`phx${vsn}:${topic}`, (json) =>
+    this.#messages = frameEncoding(`phx${vsn}:publish:${topic}`, (json) =>
       encodePublish(vsn, topic, null, json),
     );
-    this.#presenceDiffs = frameEncoding(`phx${vsn}:${topic}:presence_diff`, (json) =>
+    this.#presenceDiffs = frameEncoding(`phx${vsn}:presence_diff:${topic}`, (json) =>
       encodeBroadcast(vsn, topic, "presence_diff", null, json),
     );
   }
 
   deliver(delivery: Delivery): void {
-    this.#connection.send(delivery.frame(this.publish));
+    this.#connection.send(delivery.frame(this.#messages));
   }
 
   presenceChanged(diff: SharedPayload): void {
