@@ -59,7 +59,7 @@ export function createWebSocketProxy(deps: {
   proxy.on("error", (error) => log.debug({ err: error }, "websocket proxy error"));
 
   async function handle(req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
-    client.on("error", destroySelf); // before anything else: no unhandled socket errors
+    // The client socket's errors already destroy it: admission listens from its first byte.
     budget.recordRequest();
     const tried = new Set<Upstream>();
     for (let attempt = 0; attempt < config.MAX_ATTEMPTS && !client.destroyed; attempt++) {

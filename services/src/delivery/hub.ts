@@ -4,7 +4,7 @@ import type { NodeMetrics } from "../metrics.ts";
 import type { MessageStore } from "../storage/message-store.ts";
 import type { RedisBus } from "./redis-bus.ts";
 import { RoomFeed } from "./room-feed.ts";
-import { type Recipient, Subscription, toDelivery } from "./subscription.ts";
+import { Delivery, type Recipient, Subscription } from "./subscription.ts";
 
 const REPLAY_PAGE = 500;
 
@@ -131,7 +131,7 @@ export class DeliveryHub {
       });
       if (messages.length === 0) return;
       for (const message of messages) {
-        subscription.replay(toDelivery(message));
+        subscription.replay(new Delivery(message));
         const paused = options.paceReplay?.();
         if (paused) await paused;
       }

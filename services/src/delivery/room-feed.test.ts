@@ -1,7 +1,7 @@
 import type { Message } from "@chat/shared";
 import { describe, expect, it, vi } from "vitest";
 import { RoomFeed } from "./room-feed.ts";
-import { Subscription, toDelivery } from "./subscription.ts";
+import { Delivery, Subscription } from "./subscription.ts";
 
 const message = (seq: number): Message => ({
   room: "r",
@@ -90,10 +90,10 @@ describe("Subscription", () => {
       { deliver: (d) => seen.push(d.message.seq) },
       () => {},
     );
-    const live = (seq: number) => subscription.receive(toDelivery(message(seq)));
+    const live = (seq: number) => subscription.receive(new Delivery(message(seq)));
     live(3);
     live(4);
-    for (const seq of [1, 2, 3]) subscription.replay(toDelivery(message(seq)));
+    for (const seq of [1, 2, 3]) subscription.replay(new Delivery(message(seq)));
     expect(seen).toEqual([1, 2, 3]);
     subscription.goLive();
     live(5);

@@ -1,5 +1,5 @@
 import type { Message } from "@chat/shared";
-import { type Delivery, type Subscription, toDelivery } from "./subscription.ts";
+import { Delivery, type Subscription } from "./subscription.ts";
 
 export interface FeedContext {
   /** Reads stored messages after `after`, up to and including `upTo`, from storage. */
@@ -107,7 +107,7 @@ export class RoomFeed {
 
   #emit(message: Message, committedAt: number, source: "redis" | "local" | "storage"): void {
     this.#head = message.seq;
-    const delivery: Delivery = toDelivery(message);
+    const delivery = new Delivery(message);
     for (const subscription of this.subscriptions) subscription.receive(delivery);
     this.#context.onDelivered(message, committedAt, source);
   }

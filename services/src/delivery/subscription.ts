@@ -74,10 +74,6 @@ export class Delivery extends SharedPayload {
   }
 }
 
-export function toDelivery(message: Message): Delivery {
-  return new Delivery(message);
-}
-
 /** Where a subscription's messages go: an object, so that a socket's channel can take them
  * itself rather than keep a closure and its scope (~100 B) per subscriber. */
 export interface Recipient {
