@@ -70,10 +70,26 @@ export class Database {
     const tick = () => {
       this.#reportPools();
       void this.checkRoles().finally(() => this.#measureLag());
+      void this.warm();
     };
     this.#monitor = setInterval(tick, this.#config.PG_ROLE_CHECK_MS);
     this.#monitor.unref();
     tick();
+  }
+
+  /**
+   * Opens connections until each reachable pool holds PG_POOL_MIN: at start, and again after
+   * a server restart took them. A server that cannot be reached is left to the role check.
+   */
+  async warm(): Promise<void> {
+    const opening = Object.values(this.#pools).flatMap((pool) => {
+      const missing = pool ? this.#config.PG_POOL_MIN - pool.totalCount : 0;
+      if (!pool || missing <= 0) return [];
+      // The pool hands out idle connections first: hold those too, so it opens new ones.
+      return Array.from({ length: pool.idleCount + missing }, () => pool.connect());
+    });
+    const clients = await Promise.allSettled(opening);
+    for (const client of clients) if (client.status === "fulfilled") client.value.release();
   }
 
   /** A write or a read that must see the latest commit. */
@@ -220,6 +236,8 @@ export class Database {
     const pool = new pg.Pool({
       connectionString,
       max: this.#config.PG_POOL_MAX,
+      min: this.#config.PG_POOL_MIN,
+      idleTimeoutMillis: this.#config.PG_POOL_IDLE_MS,
       connectionTimeoutMillis: this.#config.PG_CONNECT_TIMEOUT_MS,
       statement_timeout: this.#config.PG_STATEMENT_TIMEOUT_MS,
       query_timeout: this.#config.PG_STATEMENT_TIMEOUT_MS + 1000,
