@@ -1,3 +1,5 @@
+import { get, type IncomingHttpHeaders } from "node:http";
+import { brotliDecompressSync, gunzipSync } from "node:zlib";
 import { EventSource } from "eventsource";
 import { describe, expect, it } from "vitest";
 import { fixed, history, receive, send, seqs } from "./support/clients.ts";
@@ -251,5 +253,58 @@ describe("bad input gets the documented JSON error and loses nothing", () => {
       .toEqual(["still here"]);
     expect(seqs(await history(node(), room))).toEqual([1]); // none of the bad sends was stored
     receiver.close();
+  });
+});
+
+describe("the web client, straight from a node", () => {
+  /** A GET as sent, read as received: fetch would ask for and undo compression itself. */
+  const raw = (path: string, headers: Record<string, string> = {}) =>
+    new Promise<{ status: number; headers: IncomingHttpHeaders; body: Buffer }>(
+      (resolve, reject) => {
+        get(`${node()}${path}`, { headers }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (chunk: Buffer) => chunks.push(chunk));
+          res.on("end", () =>
+            resolve({
+              status: res.statusCode ?? 0,
+              headers: res.headers,
+              body: Buffer.concat(chunks),
+            }),
+          );
+        }).on("error", reject);
+      },
+    );
+
+  it("goes out precompressed to clients that accept brotli or gzip, each encoding with its own ETag", async () => {
+    const page = await raw("/chat");
+    expect(page.status).toBe(200);
+    expect(page.headers["content-encoding"]).toBeUndefined();
+    expect(page.headers.vary).toBe("Accept-Encoding");
+    const script = /src="(\/assets\/main-[^"]+\.js)"/.exec(page.body.toString())?.[1] ?? "";
+    expect(script).not.toBe("");
+
+    const plain = await raw(script, { "accept-encoding": "identity" });
+    const br = await raw(script, { "accept-encoding": "gzip, deflate, br" });
+    const gzip = await raw(script, { "accept-encoding": "gzip;q=1, br;q=0" });
+    expect(plain.headers["content-encoding"]).toBeUndefined();
+    expect(br.headers["content-encoding"]).toBe("br");
+    expect(gzip.headers["content-encoding"]).toBe("gzip");
+    expect(brotliDecompressSync(br.body).equals(plain.body)).toBe(true);
+    expect(gunzipSync(gzip.body).equals(plain.body)).toBe(true);
+    expect(br.body.length).toBeLessThan(plain.body.length / 2);
+    for (const response of [plain, br, gzip]) {
+      expect(response.headers["cache-control"]).toContain("immutable");
+      expect(response.headers.vary).toBe("Accept-Encoding");
+    }
+    expect(new Set([plain, br, gzip].map((r) => r.headers.etag)).size).toBe(3);
+
+    const etag = String(br.headers.etag);
+    expect((await raw(script, { "accept-encoding": "br", "if-none-match": etag })).status).toBe(
+      304,
+    );
+    // The brotli bytes' ETag does not name the plain ones: a client without brotli gets them.
+    const other = await raw(script, { "if-none-match": etag });
+    expect(other.status).toBe(200);
+    expect(other.body.equals(plain.body)).toBe(true);
   });
 });

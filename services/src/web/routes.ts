@@ -1,16 +1,25 @@
 import { createHash } from "node:crypto";
-import { readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { extname, join } from "node:path";
-import { ChatError } from "@chat/shared";
+import { ChatError, type Encoding, preferredEncoding } from "@chat/shared";
 import type { Context } from "hono";
 import type { App, NodeServices } from "../http/context.ts";
 
-interface StaticFile {
-  body: Buffer;
-  type: string;
+/** One encoding of a file: its bytes and the ETag that names them. */
+interface Representation {
+  body: Uint8Array<ArrayBuffer>;
   etag: string;
-  cacheControl: string;
 }
+
+interface StaticFile extends Representation {
+  type: string;
+  cacheControl: string;
+  /** The build's brotli and gzip siblings, where compressing saved bytes. */
+  encoded: Partial<Record<Exclude<Encoding, "identity">, Representation>>;
+}
+
+/** Suffix of each precompressed sibling the build writes. */
+const SIBLINGS = { br: ".br", gzip: ".gz" } as const;
 
 const TYPES: Record<string, string> = {
   ".html": "text/html; charset=utf-8",
@@ -45,11 +54,15 @@ export function webRoutes(app: App, { config, log }: NodeServices): void {
         "not_found",
         files.size ? `no asset ${name}` : "the web client is not built: run `npm run build`",
       );
-    c.header("ETag", file.etag);
+    const encoding = preferredEncoding(c.req.header("accept-encoding"));
+    const chosen = (encoding !== "identity" && file.encoded[encoding]) || file;
+    c.header("ETag", chosen.etag);
     c.header("Cache-Control", file.cacheControl);
+    c.header("Vary", "Accept-Encoding");
     c.header("Surrogate-Key", name === "index.html" ? "page" : "assets");
-    if (c.req.header("if-none-match") === file.etag) return c.body(null, 304);
-    return c.body(new Uint8Array(file.body), 200, { "Content-Type": file.type });
+    if (c.req.header("if-none-match") === chosen.etag) return c.body(null, 304);
+    if (chosen !== file) c.header("Content-Encoding", encoding);
+    return c.body(chosen.body, 200, { "Content-Type": file.type });
   };
   app.get("/", (c) => serve(c, "index.html"));
   app.get("/chat", (c) => serve(c, "index.html"));
@@ -59,16 +72,34 @@ export function webRoutes(app: App, { config, log }: NodeServices): void {
 function loadBuild(dir: string): Map<string, StaticFile> {
   const files = new Map<string, StaticFile>();
   const add = (name: string, cacheControl: string) => {
-    const body = readFileSync(join(dir, name));
-    const etag = `"${createHash("sha256").update(body).digest("base64url").slice(0, 27)}"`;
+    const encoded: StaticFile["encoded"] = {};
+    for (const [encoding, suffix] of Object.entries(SIBLINGS) as [
+      keyof typeof SIBLINGS,
+      string,
+    ][]) {
+      const sibling = join(dir, name + suffix);
+      if (existsSync(sibling)) encoded[encoding] = represent(readFileSync(sibling), suffix);
+    }
     files.set(name, {
-      body,
+      ...represent(readFileSync(join(dir, name))),
       type: TYPES[extname(name)] ?? "application/octet-stream",
-      etag,
       cacheControl,
+      encoded,
     });
   };
   add("index.html", PAGE);
-  for (const asset of readdirSync(join(dir, "assets"))) add(`assets/${asset}`, IMMUTABLE);
+  const siblings = Object.values(SIBLINGS) as string[];
+  for (const asset of readdirSync(join(dir, "assets")))
+    if (!siblings.includes(extname(asset))) add(`assets/${asset}`, IMMUTABLE);
   return files;
+}
+
+/** Each encoding is its own representation, with its own strong ETag (RFC 9110 §8.8.3). */
+function represent(body: Buffer, suffix = ""): Representation {
+  const hash = createHash("sha256").update(body).digest("base64url").slice(0, 27);
+  return {
+    // readFileSync's buffer is its own (never pooled), so a view copies nothing.
+    body: new Uint8Array(body.buffer as ArrayBuffer, body.byteOffset, body.length),
+    etag: `"${hash}${suffix}"`,
+  };
 }

@@ -1,7 +1,7 @@
 import { Agent, type IncomingMessage, type ServerResponse } from "node:http";
 import { promisify } from "node:util";
 import { brotliCompress, gzip } from "node:zlib";
-import type { Logger } from "@chat/shared";
+import { type Encoding, type Logger, preferredEncoding } from "@chat/shared";
 import CachePolicy from "http-cache-semantics";
 import type { EdgeConfig } from "../config.ts";
 import type { EdgeMetrics } from "../metrics.ts";
@@ -12,7 +12,6 @@ import {
   originRequestHeaders,
   storableHeaders,
 } from "./origin.ts";
-import { type Encoding, preferredEncoding } from "./request-kind.ts";
 
 const compress = { br: promisify(brotliCompress), gzip: promisify(gzip) };
 const COMPRESSIBLE = /^(text\/|application\/(javascript|json|xml|manifest\+json)|image\/svg\+xml)/;

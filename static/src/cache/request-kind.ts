@@ -22,19 +22,3 @@ export function isCacheCandidate(req: IncomingMessage): boolean {
   const path = req.url ?? "/";
   return !LIVE_PREFIXES.some((prefix) => path.startsWith(prefix));
 }
-
-export type Encoding = "br" | "gzip" | "identity";
-
-/** Accept-Encoding folded to the one encoding the edge will send, so it keys a few variants, not thousands. */
-export function preferredEncoding(acceptEncoding: string | undefined): Encoding {
-  const accepted = new Map<string, number>();
-  for (const part of (acceptEncoding ?? "").split(",")) {
-    const [name = "", ...params] = part.trim().toLowerCase().split(";");
-    const q = params.map((p) => p.trim()).find((p) => p.startsWith("q="));
-    accepted.set(name, q ? Number(q.slice(2)) : 1);
-  }
-  const allows = (name: string) => (accepted.get(name) ?? accepted.get("*") ?? 0) > 0;
-  if (allows("br")) return "br";
-  if (allows("gzip")) return "gzip";
-  return "identity";
-}
