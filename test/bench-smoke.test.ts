@@ -220,8 +220,8 @@ describe("benchmarks, smoke-sized", () => {
       const result = await run(1, 4, () => {});
       const servers = result.runs.map((r) => r.server);
       expect(servers.some((s) => s.includes("ours"))).toBe(true);
-      // gateway: direct, ours, the bare node:http proxy, HAProxy; edge: ours, nginx, Varnish
-      expect(servers.length).toBe(kind === "gateway" ? 4 : 3);
+      // gateway: direct, ours, bare http-proxy-3, the bare node:http proxy, HAProxy; edge: ours, nginx, Varnish
+      expect(servers.length).toBe(kind === "gateway" ? 5 : 3);
       for (const r of result.runs) {
         expect(r.requestsPerSecond, r.server).toBeGreaterThan(0);
         expect(r.errors, r.server).toBe(0);

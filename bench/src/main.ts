@@ -36,8 +36,9 @@ benchmarks:
           phx_join "chat", heartbeats; Rails: /cable, subscribe to ChatChannel), beside our
           own generator on the same ramp.  --rates 10  --duration 30  --targets gateway
 
-  gateway our gateway against HAProxy (and no proxy), one core each, same origin (nginx):
-          requests per second and latency with wrk.   --duration 10  --connections 64
+  gateway our gateway against HAProxy, http-proxy-3 alone and a bare node:http proxy (and
+          no proxy), one core each, same origin (nginx): requests per second and latency
+          with wrk.                                    --duration 10  --connections 64
   edge    our edge against nginx proxy_cache and Varnish, one core each: cache hits per
           second on a 32 KiB asset.                    --duration 10  --connections 64
 

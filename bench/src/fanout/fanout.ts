@@ -177,9 +177,10 @@ export async function settleJoins(
     last = outcome.joined;
     const seconds = (at: number) => (Date.now() - at) / 1000;
     const stalled = joinsStalled(seconds(started), scheduleS, seconds(progressAt));
-    if (outcome.joined + outcome.failed >= subscribers || stalled || Date.now() > deadline)
-      return { ...outcome, reasons: errorReasons(now) };
+    const settled =
+      outcome.joined + outcome.failed >= subscribers || stalled || Date.now() > deadline;
     say(`  ${outcome.joined}/${subscribers} subscribers joined, ${outcome.failed} failed`);
+    if (settled) return { ...outcome, reasons: errorReasons(now) };
     await new Promise((resolve) => setTimeout(resolve, 1000));
   }
 }

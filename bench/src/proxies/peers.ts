@@ -117,21 +117,26 @@ export async function startGateway(dir: string, port: number, origin: Server, co
   });
 }
 
+/** A proxy from this folder that takes `<port> <upstream host:port>`, on `cores`. */
+const bareProxy =
+  (name: string, script: string) => (dir: string, port: number, origin: Server, cores: string) =>
+    ready({
+      name,
+      url: `http://127.0.0.1:${port}`,
+      process: pinnedScript(
+        script,
+        cores,
+        `bench/src/proxies/${script}.ts`,
+        [String(port), new URL(origin.url).host],
+        dir,
+      ),
+    });
+
 /** A bare node:http proxy: the ceiling Node's HTTP stack sets for any proxy built on it. */
-export async function startBareNodeProxy(dir: string, port: number, origin: Server, cores: string) {
-  const args = [String(port), new URL(origin.url).host];
-  return ready({
-    name: "bare node:http proxy",
-    url: `http://127.0.0.1:${port}`,
-    process: pinnedScript(
-      "bare-node-proxy",
-      cores,
-      "bench/src/proxies/bare-node-proxy.ts",
-      args,
-      dir,
-    ),
-  });
-}
+export const startBareNodeProxy = bareProxy("bare node:http proxy", "bare-node-proxy");
+
+/** http-proxy-3 alone: the ceiling the library sets for the gateway built on it. */
+export const startBareHttpProxy3 = bareProxy("bare http-proxy-3", "bare-http-proxy-3");
 
 /** HAProxy with one thread, keep-alive to the origin, as a load balancer in front of nodes. */
 export async function startHaproxy(dir: string, port: number, origin: Server, cores: string) {

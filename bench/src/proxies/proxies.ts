@@ -9,6 +9,7 @@ import {
   ASSET_PATH,
   installed,
   type Server,
+  startBareHttpProxy3,
   startBareNodeProxy,
   startEdge,
   startGateway,
@@ -144,8 +145,9 @@ async function compare(
 }
 
 /**
- * Our gateway against HAProxy, one core each, fronting the same origin; and a bare node:http
- * proxy, which shows how much of the gap is Node's HTTP stack rather than the gateway.
+ * Our gateway against HAProxy, one core each, fronting the same origin; and http-proxy-3 alone
+ * and a bare node:http proxy, which show how much of the gap is the library the gateway is
+ * built on and Node's HTTP stack rather than the gateway.
  */
 export function benchGateway(durationS: number, connections: number, say: (line: string) => void) {
   return compare(
@@ -153,6 +155,7 @@ export function benchGateway(durationS: number, connections: number, say: (line:
     "/ok",
     [
       ["node", startGateway],
+      ["node", startBareHttpProxy3],
       ["node", startBareNodeProxy],
       ["haproxy", startHaproxy],
     ],
