@@ -10,6 +10,7 @@ import { basename, dirname, extname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { brotliCompress, constants, gzip } from "node:zlib";
+import { PRECOMPRESSED_SUFFIX } from "@chat/shared";
 import { build } from "esbuild";
 
 const root = dirname(fileURLToPath(import.meta.url));
@@ -53,22 +54,23 @@ const MIN_COMPRESS_BYTES = 860;
 const brotli = promisify(brotliCompress);
 const gzipAsync = promisify(gzip);
 
-/** Writes `file.br` and `file.gz` beside a compressible file, where they are smaller. */
+/** Writes brotli and gzip copies beside a compressible file, where they are smaller. */
 async function precompress(file: string): Promise<void> {
   if (!COMPRESSIBLE.has(extname(file))) return;
   const body = await readFile(file);
   if (body.length < MIN_COMPRESS_BYTES) return;
-  const variants = {
+  const copies = {
     br: await brotli(body, {
       params: {
         [constants.BROTLI_PARAM_QUALITY]: constants.BROTLI_MAX_QUALITY,
         [constants.BROTLI_PARAM_SIZE_HINT]: body.length,
       },
     }),
-    gz: await gzipAsync(body, { level: constants.Z_BEST_COMPRESSION }),
+    gzip: await gzipAsync(body, { level: constants.Z_BEST_COMPRESSION }),
   };
-  for (const [suffix, compressed] of Object.entries(variants))
-    if (compressed.length < body.length) await writeFile(`${file}.${suffix}`, compressed);
+  for (const [encoding, compressed] of Object.entries(copies))
+    if (compressed.length < body.length)
+      await writeFile(file + PRECOMPRESSED_SUFFIX[encoding as keyof typeof copies], compressed);
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

@@ -14,6 +14,12 @@ export const HOP_BY_HOP_HEADERS: readonly string[] = [
 
 export type Encoding = "br" | "gzip" | "identity";
 
+/** The suffix of each precompressed copy the web client's build writes beside a file. */
+export const PRECOMPRESSED_SUFFIX: Readonly<Record<Exclude<Encoding, "identity">, string>> = {
+  br: ".br",
+  gzip: ".gz",
+};
+
 /**
  * Accept-Encoding folded to the one encoding to send: the edge keys a few variants by it, not
  * thousands, and a node picks its precompressed web client by it.

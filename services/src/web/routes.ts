@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { extname, join } from "node:path";
-import { ChatError, type Encoding, preferredEncoding } from "@chat/shared";
+import { ChatError, type Encoding, PRECOMPRESSED_SUFFIX, preferredEncoding } from "@chat/shared";
 import type { Context } from "hono";
 import type { App, NodeServices } from "../http/context.ts";
 
@@ -17,9 +17,6 @@ interface StaticFile extends Representation {
   /** The build's brotli and gzip siblings, where compressing saved bytes. */
   encoded: Partial<Record<Exclude<Encoding, "identity">, Representation>>;
 }
-
-/** Suffix of each precompressed sibling the build writes. */
-const SIBLINGS = { br: ".br", gzip: ".gz" } as const;
 
 const TYPES: Record<string, string> = {
   ".html": "text/html; charset=utf-8",
@@ -73,8 +70,8 @@ function loadBuild(dir: string): Map<string, StaticFile> {
   const files = new Map<string, StaticFile>();
   const add = (name: string, cacheControl: string) => {
     const encoded: StaticFile["encoded"] = {};
-    for (const [encoding, suffix] of Object.entries(SIBLINGS) as [
-      keyof typeof SIBLINGS,
+    for (const [encoding, suffix] of Object.entries(PRECOMPRESSED_SUFFIX) as [
+      keyof typeof PRECOMPRESSED_SUFFIX,
       string,
     ][]) {
       const sibling = join(dir, name + suffix);
@@ -88,7 +85,7 @@ function loadBuild(dir: string): Map<string, StaticFile> {
     });
   };
   add("index.html", PAGE);
-  const siblings = Object.values(SIBLINGS) as string[];
+  const siblings = Object.values(PRECOMPRESSED_SUFFIX);
   for (const asset of readdirSync(join(dir, "assets")))
     if (!siblings.includes(extname(asset))) add(`assets/${asset}`, IMMUTABLE);
   return files;
