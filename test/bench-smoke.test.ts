@@ -8,7 +8,13 @@ import { fanoutPlot, fanoutTable, runFanout, settleJoins } from "../bench/src/fa
 import { peerPlot, peerSummary, peerTable, runPeer } from "../bench/src/fanout/peers.ts";
 import { runFloor, withFloorTable } from "../bench/src/floor/floor.ts";
 import { barChart, writeRun } from "../bench/src/output.ts";
-import { benchEdge, benchGateway, proxyTable } from "../bench/src/proxies/proxies.ts";
+import {
+  benchEdge,
+  benchGateway,
+  proxyPlot,
+  proxySummary,
+  proxyTable,
+} from "../bench/src/proxies/proxies.ts";
 import { rampPlot, rampTable, runRamp, startGenerators } from "../bench/src/ramp/ramp.ts";
 import { runTsung, tsungTable } from "../bench/src/tsung/tsung.ts";
 import { runWire, WIRE_TRANSPORTS, wirePlot, wireTable } from "../bench/src/wire/wire.ts";
@@ -216,22 +222,26 @@ describe("benchmarks, smoke-sized", () => {
     ["gateway", benchGateway],
     ["edge", benchEdge],
   ] as const) {
-    it(`${kind}: ours and every installed peer answer under load, side by side`, async () => {
-      const result = await run(1, 4, () => {});
-      const servers = result.runs.map((r) => r.server);
+    it(`${kind}: ours and every installed peer answer under load, side by side, round by round`, async () => {
+      const result = await run({ durationS: 1, connections: 4, rounds: 2 }, () => {});
+      const servers = [...new Set(result.runs.map((r) => r.server))];
       expect(servers.some((s) => s.includes("ours"))).toBe(true);
       // gateway: direct, ours, bare http-proxy-3, the bare node:http proxy, HAProxy; edge: ours, nginx, Varnish
       expect(servers.length).toBe(kind === "gateway" ? 5 : 3);
+      expect(result.runs.map((r) => r.round).filter((round) => round === 2)).toHaveLength(
+        servers.length,
+      );
       for (const r of result.runs) {
         expect(r.requestsPerSecond, r.server).toBeGreaterThan(0);
         expect(r.errors, r.server).toBe(0);
       }
-      const bars = result.runs.map((r) => ({ label: r.server, value: r.requestsPerSecond }));
+      const summary = proxySummary(result);
+      for (const server of servers) expect(summary).toContain(`| ${server} | 2 |`);
       const dir = writeRun(
         kind,
         result,
-        proxyTable(result),
-        barChart(kind, "req/s", bars),
+        `${summary}\n\n${proxyTable(result)}`,
+        proxyPlot(result),
         tmpRun(kind),
       );
       expectFiles(dir, "ours");

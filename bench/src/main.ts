@@ -19,7 +19,7 @@ import {
 } from "./fanout/peers.ts";
 import { type FloorResult, runFloor, withFloorTable } from "./floor/floor.ts";
 import { barChart, runDir, writeRun } from "./output.ts";
-import { benchEdge, benchGateway, type ProxyBenchResult, proxyTable } from "./proxies/proxies.ts";
+import { benchEdge, benchGateway, proxyPlot, proxySummary, proxyTable } from "./proxies/proxies.ts";
 import { type RampResult, type RampTarget, rampPlot, rampTable, runRamp } from "./ramp/ramp.ts";
 import { runTsung, type TsungResult, type TsungScenario, tsungTable } from "./tsung/tsung.ts";
 import { runWire, wirePlot, wireTable } from "./wire/wire.ts";
@@ -38,9 +38,9 @@ benchmarks:
 
   gateway our gateway against HAProxy, http-proxy-3 alone and a bare node:http proxy (and
           no proxy), one core each, same origin (nginx): requests per second and latency
-          with wrk.                                    --duration 10  --connections 64
+          with wrk.                        --duration 10  --connections 64  --repeat 1
   edge    our edge against nginx proxy_cache and Varnish, one core each: cache hits per
-          second on a 32 KiB asset.                    --duration 10  --connections 64
+          second on a 32 KiB asset.        --duration 10  --connections 64  --repeat 1
 
   wire    the thesis's client table (7.1): two clients each send "this is a chat message!"
           every 2.5 s over polling (1 s), long polling, SSE and WebSocket; tcpdump counts
@@ -184,20 +184,22 @@ async function ramp(): Promise<void> {
 }
 
 async function proxies(kind: "gateway" | "edge"): Promise<void> {
-  const durationS = values.smoke ? 1 : (flags.duration ?? 10);
-  const connections = values.smoke ? 4 : flags.connections;
-  say(`[bench] ${kind}: ${durationS} s per server, ${connections} connections, one core each`);
-  const result: ProxyBenchResult = await (kind === "gateway" ? benchGateway : benchEdge)(
-    durationS,
-    connections,
-    say,
+  const options = {
+    durationS: values.smoke ? 1 : (flags.duration ?? 10),
+    connections: values.smoke ? 4 : flags.connections,
+    rounds: values.smoke ? 1 : flags.repeat,
+  };
+  say(
+    `[bench] ${kind}: ${options.durationS} s per server, ${options.connections} connections, one core each, ${options.rounds} round(s)`,
   );
-  const bars = result.runs.map((r) => ({ label: r.server, value: r.requestsPerSecond }));
-  const title =
-    kind === "gateway"
-      ? "Proxied requests per second (one core)"
-      : "Cache hits per second (one core)";
-  publish(kind, { ...result }, proxyTable(result), barChart(title, "req/s", bars));
+  const result = await (kind === "gateway" ? benchGateway : benchEdge)(options, say);
+  const table = proxyTable(result);
+  publish(
+    kind,
+    { ...result },
+    options.rounds > 1 ? `${proxySummary(result)}\n\n${table}` : table,
+    proxyPlot(result),
+  );
 }
 
 async function wire(): Promise<void> {

@@ -8,7 +8,7 @@ import { INSPECTABLE } from "../../../cluster/inspector.ts";
 import { type Cluster, findFreePort, REPO_ROOT, startCluster } from "../../../cluster/launcher.ts";
 import { ManagedProcess, RUN_TYPESCRIPT } from "../../../cluster/process.ts";
 import { startRedis } from "../../../cluster/redis.ts";
-import { barChart, cpuSeconds, markdownTable } from "../output.ts";
+import { barChart, cpuSeconds, markdownTable, median } from "../output.ts";
 import { reports, setMarker, startGenerators, waitForArrivals } from "../ramp/ramp.ts";
 import type { GeneratorProtocol } from "../ramp/worker.ts";
 import { arrivalsByMessage, deliveryFigures, rss, sendAtRate, waitForJoins } from "./fanout.ts";
@@ -315,14 +315,6 @@ export function peerTable(results: PeerResult[]): string {
     }),
   );
 }
-
-const median = (values: number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2
-    ? (sorted[middle] ?? Number.NaN)
-    : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
-};
 
 /**
  * Over several rounds, each server's medians: its deliveries per CPU second, and the ratios

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { findFreePort } from "../../../cluster/launcher.ts";
-import { cpuSeconds, markdownTable } from "../output.ts";
+import { barChart, cpuSeconds, markdownTable, median } from "../output.ts";
 import {
   ASSET_PATH,
   installed,
@@ -33,6 +33,8 @@ export interface WrkFigures {
   cpuSeconds: number;
   /** p50 with one connection, one request at a time: latency without queueing. */
   unloadedP50Ms?: number;
+  /** Which round of `--repeat` this run belongs to. */
+  round?: number;
 }
 
 export interface ProxyBenchResult {
@@ -105,36 +107,48 @@ async function withUnloaded(
 
 type Starter = (dir: string, port: number, origin: Server, cores: string) => Promise<Server>;
 
+/** Seconds of wrk per server, its connections, and how many rounds of every server. */
+export interface ProxyBenchOptions {
+  durationS: number;
+  connections: number;
+  rounds: number;
+}
+
 async function compare(
   kind: "gateway" | "edge",
   path: string,
   peers: Array<[string, Starter]>,
-  durationS: number,
-  connections: number,
+  options: { durationS: number; connections: number; rounds: number },
   say: (line: string) => void,
 ): Promise<ProxyBenchResult> {
+  const { durationS, connections, rounds } = options;
   const dir = await mkdtemp(join(tmpdir(), `chat-bench-${kind}-`));
   const origin = await startOrigin(dir, await findFreePort(), LOAD_CORE);
   const runs: WrkFigures[] = [];
+  const present = peers.filter(([command]) => {
+    if (!installed(command))
+      say(`  ${command} is not installed; skipped (apt-get install ${command})`);
+    return installed(command);
+  });
   try {
-    if (kind === "gateway") {
-      // The floor: no proxy at all.
-      runs.push(await withUnloaded(origin, path, durationS, connections));
-      say(`  direct: ${runs.at(-1)?.requestsPerSecond} req/s`);
-    }
-    for (const [command, start] of peers) {
-      if (!installed(command)) {
-        say(`  ${command} is not installed; skipped (apt-get install ${command})`);
-        continue;
+    for (let round = 1; round <= rounds; round++) {
+      if (rounds > 1) say(`  round ${round}/${rounds}`);
+      if (kind === "gateway") {
+        // The floor: no proxy at all.
+        runs.push({ ...(await withUnloaded(origin, path, durationS, connections)), round });
+        say(`  direct: ${runs.at(-1)?.requestsPerSecond} req/s`);
       }
-      const server = await start(dir, await findFreePort(), origin, PROXY_CORE);
-      try {
-        await wrk(server, path, Math.min(2, durationS), connections); // warm: caches, JIT, pools
-        runs.push(await withUnloaded(server, path, durationS, connections));
-        const run = runs.at(-1);
-        say(`  ${server.name}: ${run?.requestsPerSecond} req/s, p50 ${run?.latencyMs.p50} ms`);
-      } finally {
-        await server.process.stop("SIGTERM", 5000);
+      // Every other round in reverse order, so a machine slowing down favours no one.
+      for (const [, start] of round % 2 ? present : [...present].reverse()) {
+        const server = await start(dir, await findFreePort(), origin, PROXY_CORE);
+        try {
+          await wrk(server, path, Math.min(2, durationS), connections); // warm: caches, JIT, pools
+          runs.push({ ...(await withUnloaded(server, path, durationS, connections)), round });
+          const run = runs.at(-1);
+          say(`  ${server.name}: ${run?.requestsPerSecond} req/s, p50 ${run?.latencyMs.p50} ms`);
+        } finally {
+          await server.process.stop("SIGTERM", 5000);
+        }
       }
     }
   } finally {
@@ -149,7 +163,7 @@ async function compare(
  * and a bare node:http proxy, which show how much of the gap is the library the gateway is
  * built on and Node's HTTP stack rather than the gateway.
  */
-export function benchGateway(durationS: number, connections: number, say: (line: string) => void) {
+export function benchGateway(options: ProxyBenchOptions, say: (line: string) => void) {
   return compare(
     "gateway",
     "/ok",
@@ -159,14 +173,13 @@ export function benchGateway(durationS: number, connections: number, say: (line:
       ["node", startBareNodeProxy],
       ["haproxy", startHaproxy],
     ],
-    durationS,
-    connections,
+    options,
     say,
   );
 }
 
 /** Our edge against nginx proxy_cache and Varnish, one core each, serving a cached asset. */
-export function benchEdge(durationS: number, connections: number, say: (line: string) => void) {
+export function benchEdge(options: ProxyBenchOptions, say: (line: string) => void) {
   return compare(
     "edge",
     ASSET_PATH,
@@ -175,18 +188,18 @@ export function benchEdge(durationS: number, connections: number, say: (line: st
       ["nginx", startNginxCache],
       ["varnishd", startVarnish],
     ],
-    durationS,
-    connections,
+    options,
     say,
   );
 }
 
-/** Each server's figures and its ratio to the reference (ours), side by side. */
+/** Each run's figures and its ratios to ours and to the origin alone in the same round. */
 export function proxyTable(result: ProxyBenchResult): string {
-  const ours = result.runs.find((r) => r.server.includes("ours"));
-  const direct = result.runs.find((r) => r.server.startsWith("origin"));
+  const rounds = result.runs.some((r) => (r.round ?? 1) > 1);
+  const gateway = result.kind === "gateway";
   return markdownTable(
     [
+      ...(rounds ? ["round"] : []),
       "server",
       "req/s",
       "p50 ms",
@@ -195,28 +208,84 @@ export function proxyTable(result: ProxyBenchResult): string {
       "errors",
       "server CPU s",
       "ours ÷ this (req/s)",
-      result.kind === "gateway" ? "added p50 ms" : "—",
+      gateway ? "added p50 ms" : "—",
       "p50 ms, one connection",
-      result.kind === "gateway" ? "added p50 ms, one connection" : "—",
+      gateway ? "added p50 ms, one connection" : "—",
     ],
-    result.runs.map((r) => [
-      r.server,
-      r.requestsPerSecond.toLocaleString("en"),
-      r.latencyMs.p50,
-      r.latencyMs.p90,
-      r.latencyMs.p99,
-      r.errors,
-      r.cpuSeconds,
-      ours ? (ours.requestsPerSecond / r.requestsPerSecond).toFixed(2) : "—",
-      direct && result.kind === "gateway"
-        ? (r.latencyMs.p50 - direct.latencyMs.p50).toFixed(3)
-        : "—",
-      r.unloadedP50Ms ?? "—",
-      direct?.unloadedP50Ms !== undefined &&
-      r.unloadedP50Ms !== undefined &&
-      result.kind === "gateway"
-        ? (r.unloadedP50Ms - direct.unloadedP50Ms).toFixed(3)
-        : "—",
-    ]),
+    result.runs.map((r) => {
+      const ours = sameRound(result, r, (s) => s.includes("ours"));
+      const direct = sameRound(result, r, (s) => s.startsWith("origin"));
+      return [
+        ...(rounds ? [r.round ?? 1] : []),
+        r.server,
+        r.requestsPerSecond.toLocaleString("en"),
+        r.latencyMs.p50,
+        r.latencyMs.p90,
+        r.latencyMs.p99,
+        r.errors,
+        r.cpuSeconds,
+        ours ? (ours.requestsPerSecond / r.requestsPerSecond).toFixed(2) : "—",
+        direct && gateway ? (r.latencyMs.p50 - direct.latencyMs.p50).toFixed(3) : "—",
+        r.unloadedP50Ms ?? "—",
+        direct?.unloadedP50Ms !== undefined && r.unloadedP50Ms !== undefined && gateway
+          ? (r.unloadedP50Ms - direct.unloadedP50Ms).toFixed(3)
+          : "—",
+      ];
+    }),
   );
+}
+
+/** Over several rounds, each server's median req/s and the median of ours ÷ it, round by round. */
+export function proxySummary(result: ProxyBenchResult): string {
+  const servers = [...new Set(result.runs.map((r) => r.server))];
+  return markdownTable(
+    [
+      "server",
+      "rounds",
+      "req/s, median",
+      "ours ÷ this, median (range)",
+      "p50 ms, one connection, median",
+    ],
+    servers.map((server) => {
+      const runs = result.runs.filter((r) => r.server === server);
+      const ratios = runs.flatMap((r) => {
+        const ours = sameRound(result, r, (s) => s.includes("ours"));
+        return ours ? [ours.requestsPerSecond / r.requestsPerSecond] : [];
+      });
+      const lone = runs.flatMap((r) => (r.unloadedP50Ms === undefined ? [] : [r.unloadedP50Ms]));
+      return [
+        server,
+        runs.length,
+        Math.round(median(runs.map((r) => r.requestsPerSecond))).toLocaleString("en"),
+        ratios.length
+          ? `${median(ratios).toFixed(2)} (${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)})`
+          : "—",
+        lone.length ? median(lone) : "—",
+      ];
+    }),
+  );
+}
+
+export function proxyPlot(result: ProxyBenchResult): string {
+  const rounds = result.runs.some((r) => (r.round ?? 1) > 1);
+  const title =
+    result.kind === "gateway"
+      ? "Proxied requests per second (one core)"
+      : "Cache hits per second (one core)";
+  return barChart(
+    rounds ? `${title}, round in brackets` : title,
+    "req/s",
+    result.runs.map((r) => ({
+      label: rounds ? `${r.server} (${r.round})` : r.server,
+      value: r.requestsPerSecond,
+    })),
+  );
+}
+
+function sameRound(
+  result: ProxyBenchResult,
+  run: WrkFigures,
+  is: (server: string) => boolean,
+): WrkFigures | undefined {
+  return result.runs.find((r) => (r.round ?? 1) === (run.round ?? 1) && is(r.server));
 }
