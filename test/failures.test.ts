@@ -151,6 +151,26 @@ describe("failures", () => {
     }
   });
 
+  it("Postgres restarted five times: every node stays up, is ready again and sends go on", async () => {
+    const ready = (url: string) =>
+      fetch(`${url}/readyz`, { signal: AbortSignal.timeout(2000) }).then(
+        (r) => r.status,
+        () => 0,
+      );
+    for (let restart = 0; restart < 5; restart++) {
+      await cluster.stopReplica();
+      await cluster.stopPrimary();
+      await sleep(1500); // the nodes' pools try to reopen their floor against a server that is gone
+      await cluster.startPrimary();
+      await cluster.startReplica();
+      for (const node of cluster.nodes)
+        await expect.poll(() => ready(node.url), { timeout: 15_000 }).toBe(200);
+    }
+    const room = freshRoom("pg-restarts");
+    const sent = await sendReliably(anyLiveNode, room, "after five restarts", randomUUID());
+    expect(seqs(await history(cluster.nodeUrl(2), room))).toEqual([sent.seq]);
+  });
+
   // Last: afterwards the cluster runs on the promoted replica alone.
   it("primary lost: sends fail retryably, reads go on; after promotion nodes write to the new primary", async () => {
     const room = freshRoom("promote");

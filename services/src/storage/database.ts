@@ -86,10 +86,10 @@ export class Database {
       const missing = pool ? this.#config.PG_POOL_MIN - pool.totalCount : 0;
       if (!pool || missing <= 0) return [];
       // The pool hands out idle connections first: hold those too, so it opens new ones.
-      return Array.from({ length: pool.idleCount + missing }, () => pool.connect());
+      return Array.from({ length: pool.idleCount + missing }, () => hold(pool));
     });
-    const clients = await Promise.allSettled(opening);
-    for (const client of clients) if (client.status === "fulfilled") client.value.release();
+    const held = await Promise.allSettled(opening);
+    for (const client of held) if (client.status === "fulfilled") client.value();
   }
 
   /** A write or a read that must see the latest commit. */
@@ -250,6 +250,25 @@ export class Database {
     });
     return pool;
   }
+}
+
+/**
+ * Checks a connection out of the pool and resolves with what gives it back. A checked-out
+ * connection has no listener of the pool's: one that Postgres drops while held (a shutdown)
+ * would crash the process with an unhandled 'error', so it is listened to here and given
+ * back as broken, which makes the pool discard it.
+ */
+async function hold(pool: pg.Pool): Promise<() => void> {
+  const client = await pool.connect();
+  let failure: Error | undefined;
+  const onError = (error: Error) => {
+    failure = error;
+  };
+  client.on("error", onError);
+  return () => {
+    client.off("error", onError);
+    client.release(failure);
+  };
 }
 
 function mayMeanRoleChange(error: unknown): boolean {
