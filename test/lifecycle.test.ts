@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { RUN_TYPESCRIPT } from "../cluster/process.ts";
 import { loadNodeConfig } from "../services/src/config.ts";
 import { migrate } from "../services/src/storage/migrate.ts";
-import { fixed, receive, send, sleep } from "./support/clients.ts";
+import { fixed, receive, send } from "./support/clients.ts";
 import { freshRoom, useCluster } from "./support/cluster.ts";
 
 const cluster = await useCluster({
@@ -90,12 +90,6 @@ describe("configuration", () => {
     });
   });
 
-  it("refuses a connection floor above the pool's ceiling", () => {
-    expect(() => loadNodeConfig({ PG_POOL_MIN: "11", PG_POOL_MAX: "10" })).toThrow(
-      /PG_POOL_MIN \("11"\): must not exceed PG_POOL_MAX/,
-    );
-  });
-
   it("a node with bad variables exits at once naming every one of them", () => {
     const result = spawnSync(process.execPath, [...RUN_TYPESCRIPT, "services/src/main.ts"], {
       env: {
@@ -111,45 +105,6 @@ describe("configuration", () => {
     expect(result.status).toBe(2);
     for (const name of ["PORT", "MAX_MESSAGE_BYTES", "REDIS_URL", "LISTEN_BACKLOG"])
       expect(result.stderr).toContain(name);
-  });
-});
-
-describe("Postgres connections", () => {
-  /** The backends a node holds open on one server, by process id. */
-  const backends = async (url: string, node: string, terminate = false) => {
-    const admin = new pg.Client({ connectionString: url });
-    await admin.connect();
-    try {
-      const { rows } = await admin.query<{ pid: number }>(
-        `SELECT pid${terminate ? ", pg_terminate_backend(pid)" : ""} FROM pg_stat_activity WHERE application_name = $1`,
-        [`chat-node ${node}`],
-      );
-      return rows.map((row) => row.pid);
-    } finally {
-      await admin.end();
-    }
-  };
-
-  it("a node keeps PG_POOL_MIN open to each server while idle, and reopens them when Postgres drops them", async () => {
-    const { PG_POOL_MIN: min, PG_POOL_IDLE_MS } = loadNodeConfig({});
-    expect(min).toBeGreaterThan(0);
-    // Longer than the pools' idle timeout: what is still open is the floor.
-    await sleep(PG_POOL_IDLE_MS + 1000);
-    for (const url of [cluster.primaryUrl, cluster.replicaUrl])
-      expect((await backends(url, "node-0")).length).toBeGreaterThanOrEqual(min);
-
-    const dropped = await backends(cluster.primaryUrl, "node-0", true);
-    expect(dropped.length).toBeGreaterThanOrEqual(min);
-    await expect
-      .poll(
-        async () =>
-          (await backends(cluster.primaryUrl, "node-0")).filter((pid) => !dropped.includes(pid))
-            .length,
-        { timeout: 10_000 },
-      )
-      .toBeGreaterThanOrEqual(min);
-    const room = freshRoom("pool");
-    expect((await send(cluster.nodeUrl(0), room, "after the drop")).message.seq).toBe(1);
   });
 });
 

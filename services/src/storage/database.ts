@@ -70,26 +70,10 @@ export class Database {
     const tick = () => {
       this.#reportPools();
       void this.checkRoles().finally(() => this.#measureLag());
-      void this.warm();
     };
     this.#monitor = setInterval(tick, this.#config.PG_ROLE_CHECK_MS);
     this.#monitor.unref();
     tick();
-  }
-
-  /**
-   * Opens connections until each reachable pool holds PG_POOL_MIN: at start, and again after
-   * a server restart took them. A server that cannot be reached is left to the role check.
-   */
-  async warm(): Promise<void> {
-    const opening = Object.values(this.#pools).flatMap((pool) => {
-      const missing = pool ? this.#config.PG_POOL_MIN - pool.totalCount : 0;
-      if (!pool || missing <= 0) return [];
-      // The pool hands out idle connections first: hold those too, so it opens new ones.
-      return Array.from({ length: pool.idleCount + missing }, () => hold(pool));
-    });
-    const held = await Promise.allSettled(opening);
-    for (const client of held) if (client.status === "fulfilled") client.value();
   }
 
   /** A write or a read that must see the latest commit. */
@@ -236,8 +220,6 @@ export class Database {
     const pool = new pg.Pool({
       connectionString,
       max: this.#config.PG_POOL_MAX,
-      min: this.#config.PG_POOL_MIN,
-      idleTimeoutMillis: this.#config.PG_POOL_IDLE_MS,
       connectionTimeoutMillis: this.#config.PG_CONNECT_TIMEOUT_MS,
       statement_timeout: this.#config.PG_STATEMENT_TIMEOUT_MS,
       query_timeout: this.#config.PG_STATEMENT_TIMEOUT_MS + 1000,
@@ -250,25 +232,6 @@ export class Database {
     });
     return pool;
   }
-}
-
-/**
- * Checks a connection out of the pool and resolves with what gives it back. A checked-out
- * connection has no listener of the pool's: one that Postgres drops while held (a shutdown)
- * would crash the process with an unhandled 'error', so it is listened to here and given
- * back as broken, which makes the pool discard it.
- */
-async function hold(pool: pg.Pool): Promise<() => void> {
-  const client = await pool.connect();
-  let failure: Error | undefined;
-  const onError = (error: Error) => {
-    failure = error;
-  };
-  client.on("error", onError);
-  return () => {
-    client.off("error", onError);
-    client.release(failure);
-  };
 }
 
 function mayMeanRoleChange(error: unknown): boolean {
