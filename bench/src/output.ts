@@ -92,6 +92,13 @@ export function median(values: number[]): number {
     : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
 }
 
+/** A ratio's median with its range, "1.67 (1.37–1.86)"; "—" when there are none. */
+export function medianAndRange(values: number[]): string {
+  if (values.length === 0) return "—";
+  const fixed = (n: number) => n.toFixed(2);
+  return `${fixed(median(values))} (${fixed(Math.min(...values))}–${fixed(Math.max(...values))})`;
+}
+
 export function percentile(sorted: number[], q: number): number {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;

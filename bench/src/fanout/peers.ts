@@ -8,7 +8,7 @@ import { INSPECTABLE } from "../../../cluster/inspector.ts";
 import { type Cluster, findFreePort, REPO_ROOT, startCluster } from "../../../cluster/launcher.ts";
 import { ManagedProcess, RUN_TYPESCRIPT } from "../../../cluster/process.ts";
 import { startRedis } from "../../../cluster/redis.ts";
-import { barChart, cpuSeconds, markdownTable, median } from "../output.ts";
+import { barChart, cpuSeconds, markdownTable, median, medianAndRange } from "../output.ts";
 import { reports, setMarker, startGenerators, waitForArrivals } from "../ramp/ramp.ts";
 import type { GeneratorProtocol } from "../ramp/worker.ts";
 import { arrivalsByMessage, deliveryFigures, rss, sendAtRate, waitForJoins } from "./fanout.ts";
@@ -351,9 +351,7 @@ export function peerSummary(results: PeerResult[]): string {
         server,
         rows.length,
         Math.round(median(rows.map((r) => r.deliveriesPerCpuSecond))).toLocaleString("en"),
-        speed.length
-          ? `${median(speed).toFixed(2)} (${Math.min(...speed).toFixed(2)}–${Math.max(...speed).toFixed(2)})`
-          : "—",
+        medianAndRange(speed),
         memory.length ? median(memory).toFixed(2) : "—",
         heap.length ? median(heap).toFixed(2) : "—",
       ];

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { findFreePort } from "../../../cluster/launcher.ts";
-import { barChart, cpuSeconds, markdownTable, median } from "../output.ts";
+import { barChart, cpuSeconds, markdownTable, median, medianAndRange } from "../output.ts";
 import {
   ASSET_PATH,
   installed,
@@ -257,9 +257,7 @@ export function proxySummary(result: ProxyBenchResult): string {
         server,
         runs.length,
         Math.round(median(runs.map((r) => r.requestsPerSecond))).toLocaleString("en"),
-        ratios.length
-          ? `${median(ratios).toFixed(2)} (${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)})`
-          : "—",
+        medianAndRange(ratios),
         lone.length ? median(lone) : "—",
       ];
     }),
