@@ -151,6 +151,25 @@ describe("failures", () => {
     }
   });
 
+  it("a room made while the replica lags is listed at once, on every node", async () => {
+    const replica = new pg.Client({ connectionString: cluster.replicaUrl });
+    await replica.connect();
+    try {
+      await replica.query("SELECT pg_wal_replay_pause()");
+      const room = freshRoom("listed");
+      await sendReliably(() => cluster.nodeUrl(0), room, "makes the room", randomUUID());
+      for (const node of cluster.nodes) {
+        const { rooms } = (await (await fetch(`${node.url}/api/rooms?limit=1000`)).json()) as {
+          rooms: { name: string }[];
+        };
+        expect(rooms.map((r) => r.name)).toContain(room);
+      }
+    } finally {
+      await replica.query("SELECT pg_wal_replay_resume()");
+      await replica.end();
+    }
+  });
+
   it("Postgres restarted five times: every node stays up, is ready again and sends go on", async () => {
     const ready = (url: string) =>
       fetch(`${url}/readyz`, { signal: AbortSignal.timeout(2000) }).then(
@@ -160,7 +179,7 @@ describe("failures", () => {
     for (let restart = 0; restart < 5; restart++) {
       await cluster.stopReplica();
       await cluster.stopPrimary();
-      await sleep(1500); // the nodes' pools try to reopen their floor against a server that is gone
+      await sleep(1500); // the nodes' pools and role checks run against a server that is gone
       await cluster.startPrimary();
       await cluster.startReplica();
       for (const node of cluster.nodes)

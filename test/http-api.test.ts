@@ -58,6 +58,26 @@ describe("rooms", () => {
     const names = (await call("/api/rooms")).body.rooms.map((r: { name: string }) => r.name);
     expect(names).toEqual(expect.arrayContaining([name, implicit]));
   });
+
+  it("lists rooms a page at a time, in name order, each once, with a cursor to the next", async () => {
+    const made = ["c", "a", "e", "b", "d"].map((letter) => `${freshRoom("paged")}-${letter}`);
+    for (const name of made) await postJson("/api/rooms", JSON.stringify({ name }));
+    const seen: string[] = [];
+    let after = "";
+    for (let pages = 0; after !== null; pages++) {
+      expect(pages).toBeLessThan(100);
+      const { status, body } = await call(`/api/rooms?limit=2&after=${after}`);
+      expect(status).toBe(200);
+      expect(body.rooms.length).toBeLessThanOrEqual(2);
+      seen.push(...body.rooms.map((r: { name: string }) => r.name));
+      after = body.next;
+    }
+    expect(seen).toEqual([...new Set(seen)].sort());
+    expect(seen).toEqual(expect.arrayContaining(made));
+    const bad = await call("/api/rooms?limit=0");
+    expect(bad).toMatchObject({ status: 400, body: { error: { code: "bad_request" } } });
+    expect(bad.body.error.message).toMatch(/limit/);
+  });
 });
 
 describe("history and polling", () => {

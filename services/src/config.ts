@@ -44,6 +44,8 @@ export const nodeConfigSchema = z.object({
   MAX_REQUEST_BYTES: env.int(16_384, 256, 10_485_760),
   HISTORY_DEFAULT_LIMIT: env.int(100, 1, 10_000),
   HISTORY_MAX_LIMIT: env.int(1000, 1, 10_000),
+  ROOM_LIST_DEFAULT_LIMIT: env.int(100, 1, 10_000),
+  ROOM_LIST_MAX_LIMIT: env.int(1000, 1, 10_000),
   LONGPOLL_MAX_WAIT_S: env.int(30, 1, 300),
   /** Wait used by the thesis route /chat/poll, which takes no wait parameter. */
   THESIS_POLL_WAIT_S: env.int(25, 1, 300),

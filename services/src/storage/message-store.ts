@@ -146,9 +146,14 @@ export class MessageStore {
     return toRoomInfo(row);
   }
 
-  async listRooms(limit: number): Promise<RoomInfo[]> {
-    const sql = "SELECT name, last_seq, created_at FROM rooms ORDER BY name LIMIT $1";
-    return (await this.#read<RoomRow>(sql, [limit])).map(toRoomInfo);
+  /**
+   * Rooms named after `after`, by name, at most `limit`. Read from the primary first: a room
+   * made a moment ago must be listed, and a lagging replica may not have it yet.
+   */
+  async listRooms(after: string, limit: number): Promise<RoomInfo[]> {
+    const sql =
+      "SELECT name, last_seq, created_at FROM rooms WHERE name > $1 ORDER BY name LIMIT $2";
+    return (await this.#readLatest<RoomRow>(sql, [after, limit])).map(toRoomInfo);
   }
 
   async #byClientId(room: string, clientId: string): Promise<Message> {
