@@ -179,7 +179,7 @@ describe("failures", () => {
     for (let restart = 0; restart < 5; restart++) {
       await cluster.stopReplica();
       await cluster.stopPrimary();
-      await sleep(1500); // the nodes' pools and role checks run against a server that is gone
+      await sleep(1500); // the nodes' pools try to reopen their floor against a server that is gone
       await cluster.startPrimary();
       await cluster.startReplica();
       for (const node of cluster.nodes)

@@ -4,8 +4,10 @@ import pg from "pg";
 import { describe, expect, it } from "vitest";
 import { RUN_TYPESCRIPT } from "../cluster/process.ts";
 import { loadNodeConfig } from "../services/src/config.ts";
+import { createNodeMetrics } from "../services/src/metrics.ts";
+import { Database } from "../services/src/storage/database.ts";
 import { migrate } from "../services/src/storage/migrate.ts";
-import { fixed, receive, send } from "./support/clients.ts";
+import { fixed, receive, send, sleep } from "./support/clients.ts";
 import { freshRoom, useCluster } from "./support/cluster.ts";
 
 const cluster = await useCluster({
@@ -90,6 +92,12 @@ describe("configuration", () => {
     });
   });
 
+  it("refuses a connection floor above the pool's ceiling", () => {
+    expect(() => loadNodeConfig({ PG_POOL_MIN: "11", PG_POOL_MAX: "10" })).toThrow(
+      /PG_POOL_MIN \("11"\): must not exceed PG_POOL_MAX/,
+    );
+  });
+
   it("a node with bad variables exits at once naming every one of them", () => {
     const result = spawnSync(process.execPath, [...RUN_TYPESCRIPT, "services/src/main.ts"], {
       env: {
@@ -105,6 +113,76 @@ describe("configuration", () => {
     expect(result.status).toBe(2);
     for (const name of ["PORT", "MAX_MESSAGE_BYTES", "REDIS_URL", "LISTEN_BACKLOG"])
       expect(result.stderr).toContain(name);
+  });
+});
+
+describe("Postgres connections", () => {
+  /** The backends a node holds open on one server, by process id. */
+  const backends = async (url: string, node: string, terminate = false) => {
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    try {
+      const { rows } = await admin.query<{ pid: number }>(
+        `SELECT pid${terminate ? ", pg_terminate_backend(pid)" : ""} FROM pg_stat_activity WHERE application_name = $1`,
+        [`chat-node ${node}`],
+      );
+      return rows.map((row) => row.pid);
+    } finally {
+      await admin.end();
+    }
+  };
+
+  it("a node keeps PG_POOL_MIN open to each server while idle, and reopens them when Postgres drops them", async () => {
+    const { PG_POOL_MIN: min, PG_POOL_IDLE_MS } = loadNodeConfig({});
+    expect(min).toBeGreaterThan(0);
+    // Longer than the pools' idle timeout: what is still open is the floor.
+    await sleep(PG_POOL_IDLE_MS + 1000);
+    for (const url of [cluster.primaryUrl, cluster.replicaUrl])
+      expect((await backends(url, "node-0")).length).toBeGreaterThanOrEqual(min);
+
+    const dropped = await backends(cluster.primaryUrl, "node-0", true);
+    expect(dropped.length).toBeGreaterThanOrEqual(min);
+    await expect
+      .poll(
+        async () =>
+          (await backends(cluster.primaryUrl, "node-0")).filter((pid) => !dropped.includes(pid))
+            .length,
+        { timeout: 10_000 },
+      )
+      .toBeGreaterThanOrEqual(min);
+    const room = freshRoom("pool");
+    expect((await send(cluster.nodeUrl(0), room, "after the drop")).message.seq).toBe(1);
+  });
+});
+
+describe("a connection lost while checked out", () => {
+  it("is discarded, and neither crashes the process nor keeps a place in the pool", async () => {
+    const nodeId = "checked-out";
+    const config = loadNodeConfig({
+      DATABASE_URL: cluster.primaryUrl,
+      DATABASE_REPLICA_URL: "none",
+      NODE_ID: nodeId,
+    });
+    const log = createLogger({ service: "test", instance: nodeId, level: "silent" });
+    const db = new Database(config, createNodeMetrics(nodeId), log);
+    try {
+      // Checked out but running no query: what the floor's warm-up holds as it opens connections.
+      const client = await db.primary.connect();
+      const ended = new Promise((resolve) => client.once("end", resolve));
+      const admin = new pg.Client({ connectionString: cluster.primaryUrl });
+      await admin.connect();
+      await admin.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        [`chat-node ${nodeId}`],
+      );
+      await admin.end();
+      await ended; // the 'error' came before: unlistened, it would have thrown in this process
+      client.release();
+      expect(db.primary.totalCount).toBe(0);
+      expect(await db.write("SELECT 1 AS one")).toEqual([{ one: 1 }]);
+    } finally {
+      await db.close();
+    }
   });
 });
 

@@ -4,7 +4,7 @@ import { env, loadConfig } from "@chat/shared";
 import { z } from "zod";
 
 /** Every setting of a chat node, from the environment, with defaults for one machine. */
-export const nodeConfigSchema = z.object({
+const nodeSettings = z.object({
   HOST: env.string("127.0.0.1"),
   PORT: env.int(4001, 0, 65535),
   /** Accept queue: the gateway opens a connection per WebSocket upgrade, so a reconnect storm
@@ -20,6 +20,11 @@ export const nodeConfigSchema = z.object({
     .union([z.literal("none"), z.url()])
     .default("postgres://chat@127.0.0.1:5433/chat"),
   PG_POOL_MAX: env.int(10, 1, 1000),
+  /** Connections each pool opens at start and keeps when idle (reopened if they drop), so a
+   * burst after a quiet spell or a restart does not wait for Postgres to fork backends. */
+  PG_POOL_MIN: env.int(4, 0, 1000),
+  /** An idle connection above PG_POOL_MIN is closed after this long. */
+  PG_POOL_IDLE_MS: env.int(10_000, 100),
   PG_CONNECT_TIMEOUT_MS: env.int(2000, 100),
   PG_STATEMENT_TIMEOUT_MS: env.int(5000, 100),
   /** Each dependency check of /readyz (Postgres, Redis): slower counts as failed. */
@@ -115,6 +120,12 @@ export const nodeConfigSchema = z.object({
   /** Upper bound on a graceful drain after SIGTERM before the process exits anyway. */
   DRAIN_TIMEOUT_MS: env.int(10_000, 0),
 });
+
+/** The settings, with the rules that tie one to another. */
+export const nodeConfigSchema = nodeSettings.refine(
+  (config) => config.PG_POOL_MIN <= config.PG_POOL_MAX,
+  { path: ["PG_POOL_MIN"], message: "must not exceed PG_POOL_MAX" },
+);
 
 export type NodeConfig = z.infer<typeof nodeConfigSchema>;
 

@@ -63,6 +63,7 @@ export function createChatNode(config: NodeConfig, log: Logger): ChatNode {
     services,
     async start() {
       await migrateWhenReachable(db, config.STARTUP_TIMEOUT_MS, log);
+      await db.warm();
       db.startMonitor();
       hub.start((room, diff) => presence.received(room, diff));
       await presence.start();

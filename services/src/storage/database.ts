@@ -70,10 +70,26 @@ export class Database {
     const tick = () => {
       this.#reportPools();
       void this.checkRoles().finally(() => this.#measureLag());
+      void this.warm();
     };
     this.#monitor = setInterval(tick, this.#config.PG_ROLE_CHECK_MS);
     this.#monitor.unref();
     tick();
+  }
+
+  /**
+   * Opens connections until each reachable pool holds PG_POOL_MIN: at start, and again after
+   * a server restart took them. A server that cannot be reached is left to the role check.
+   */
+  async warm(): Promise<void> {
+    const opening = Object.values(this.#pools).flatMap((pool) => {
+      const missing = pool ? this.#config.PG_POOL_MIN - pool.totalCount : 0;
+      if (!pool || missing <= 0) return [];
+      // The pool hands out idle connections first: hold those too, so it opens new ones.
+      return Array.from({ length: pool.idleCount + missing }, () => hold(pool));
+    });
+    const held = await Promise.allSettled(opening);
+    for (const client of held) if (client.status === "fulfilled") client.value();
   }
 
   /** A write or a read that must see the latest commit. */
@@ -220,6 +236,8 @@ export class Database {
     const pool = new pg.Pool({
       connectionString,
       max: this.#config.PG_POOL_MAX,
+      min: this.#config.PG_POOL_MIN,
+      idleTimeoutMillis: this.#config.PG_POOL_IDLE_MS,
       connectionTimeoutMillis: this.#config.PG_CONNECT_TIMEOUT_MS,
       statement_timeout: this.#config.PG_STATEMENT_TIMEOUT_MS,
       query_timeout: this.#config.PG_STATEMENT_TIMEOUT_MS + 1000,
@@ -230,8 +248,22 @@ export class Database {
       this.#metrics.postgresErrors.inc({ pool: name });
       this.#log.warn({ err: error, pool: name }, "idle Postgres connection failed");
     });
+    // The pool listens to a connection only while it is idle, yet one checked out can lose its
+    // server too (seen while Postgres restarted): each is listened to for its whole life, as the
+    // node-postgres maintainers advise. Its query, holder or the pool reports the failure.
+    const onConnectionError = (error: Error) =>
+      this.#log.debug({ err: error, pool: name }, "Postgres connection failed");
+    pool.on("connect", (client) => client.on("error", onConnectionError));
+    pool.on("remove", (client) => client.off("error", onConnectionError));
     return pool;
   }
+}
+
+/** Checks a connection out of the pool and resolves with what gives it back. */
+async function hold(pool: pg.Pool): Promise<() => void> {
+  const client = await pool.connect();
+  // One that failed while held is no longer queryable, and the pool discards it on release.
+  return () => client.release();
 }
 
 function mayMeanRoleChange(error: unknown): boolean {
