@@ -43,14 +43,19 @@ export function parseSendInput(
   return { body, clientId: clientId.data };
 }
 
+const count = (max: number) => z.coerce.number().int().min(0).max(max);
+
+/** A page size from a query: 1 to `max`, `fallback` (never above `max`) when absent. */
+export const pageLimit = (max: number, fallback: number) =>
+  count(max).min(1).default(Math.min(fallback, max));
+
 /** Query of history, short poll and long poll: `after`, `limit`, `wait`. */
 export function historyQuerySchema(config: NodeConfig) {
-  const count = (max: number) => z.coerce.number().int().min(0).max(max);
   return z.object({
     after: count(Number.MAX_SAFE_INTEGER).default(0),
     /** Scroll-back: the `limit` messages before this seq instead of after `after`. */
     before: count(Number.MAX_SAFE_INTEGER).min(1).optional(),
-    limit: count(config.HISTORY_MAX_LIMIT).min(1).default(config.HISTORY_DEFAULT_LIMIT),
+    limit: pageLimit(config.HISTORY_MAX_LIMIT, config.HISTORY_DEFAULT_LIMIT),
     wait: z.coerce.number().min(0).max(config.LONGPOLL_MAX_WAIT_S).default(0),
   });
 }

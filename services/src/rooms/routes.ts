@@ -2,20 +2,14 @@ import { z } from "zod";
 import type { NodeConfig } from "../config.ts";
 import { readJsonObject } from "../http/body.ts";
 import type { App, NodeServices } from "../http/context.ts";
-import { parseOr400 } from "../messages/input.ts";
+import { pageLimit, parseOr400 } from "../messages/input.ts";
 import { parseRoomName } from "./room-name.ts";
 
 /** Query of the room list: names after `after`, by name, `limit` to a page. */
 function roomListQuerySchema(config: NodeConfig) {
-  const max = config.ROOM_LIST_MAX_LIMIT;
   return z.object({
     after: z.string().max(64).default(""),
-    limit: z.coerce
-      .number()
-      .int()
-      .min(1)
-      .max(max)
-      .default(Math.min(config.ROOM_LIST_DEFAULT_LIMIT, max)),
+    limit: pageLimit(config.ROOM_LIST_MAX_LIMIT, config.ROOM_LIST_DEFAULT_LIMIT),
   });
 }
 

@@ -86,10 +86,11 @@ export class Database {
       const missing = pool ? this.#config.PG_POOL_MIN - pool.totalCount : 0;
       if (!pool || missing <= 0) return [];
       // The pool hands out idle connections first: hold those too, so it opens new ones.
-      return Array.from({ length: pool.idleCount + missing }, () => hold(pool));
+      return Array.from({ length: pool.idleCount + missing }, () => pool.connect());
     });
-    const held = await Promise.allSettled(opening);
-    for (const client of held) if (client.status === "fulfilled") client.value();
+    // One that failed while held is no longer queryable, and the pool discards it on release.
+    const clients = await Promise.allSettled(opening);
+    for (const client of clients) if (client.status === "fulfilled") client.value.release();
   }
 
   /** A write or a read that must see the latest commit. */
@@ -257,13 +258,6 @@ export class Database {
     pool.on("remove", (client) => client.off("error", onConnectionError));
     return pool;
   }
-}
-
-/** Checks a connection out of the pool and resolves with what gives it back. */
-async function hold(pool: pg.Pool): Promise<() => void> {
-  const client = await pool.connect();
-  // One that failed while held is no longer queryable, and the pool discards it on release.
-  return () => client.release();
 }
 
 function mayMeanRoleChange(error: unknown): boolean {
