@@ -205,12 +205,21 @@ describe("Phoenix Channels", () => {
     await expect.poll(watcher.names, { timeout: 10_000 }).toEqual(["guest", "kim"]);
     let diffsAfterLeaving = 0;
     let left = false;
-    kim.socket.onMessage((message) => {
-      const { topic: to, event } = message as { topic: string; event: string };
-      if (left && to === topic && event === "presence_diff") diffsAfterLeaving++;
-    });
-    await new Promise((resolve) => kim.channel.leave().receive("ok", resolve));
-    left = true;
+    // phoenix.js settles leave() at once, before the server has the phx_leave: the server's
+    // phx_close, sent after it let the channel go, is what says the leave took effect.
+    const closed = new Promise<void>((resolve) =>
+      kim.socket.onMessage((message) => {
+        const { topic: to, event } = message as { topic: string; event: string };
+        if (to !== topic) return;
+        if (left && event === "presence_diff") diffsAfterLeaving++;
+        if (event === "phx_close") {
+          left = true;
+          resolve();
+        }
+      }),
+    );
+    kim.channel.leave();
+    await closed;
     await expect.poll(watcher.names, { timeout: 10_000 }).toEqual(["guest"]);
     await joinAs("lou", 1, topic);
     await expect.poll(watcher.names, { timeout: 10_000 }).toEqual(["guest", "lou"]);
