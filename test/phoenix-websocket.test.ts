@@ -1,8 +1,15 @@
 import { randomUUID } from "node:crypto";
 import type { Message } from "@chat/shared";
+import { Redis } from "ioredis";
 import { Presence } from "phoenix";
 import { afterEach, describe, expect, it } from "vitest";
 import { INSPECTABLE } from "../cluster/inspector.ts";
+import {
+  definePresenceCommands,
+  type PresenceEntry,
+  presenceKeys,
+  removeIfOwnerDead,
+} from "../services/src/presence/entries.ts";
 import { fixed, history, range, roundRobin, seqs, sleep } from "./support/clients.ts";
 import {
   blockEventLoop,
@@ -278,6 +285,29 @@ describe("Phoenix Channels", () => {
     await expect.poll(watcher.people, { timeout: 7000 }).toBe(1);
     await blocked;
     await expect.poll(watcher.people, { timeout: 10_000 }).toBe(2);
+  });
+
+  it("a reaper removes a dead owner's people, but not those of an owner that proved itself alive after the reaper looked", async () => {
+    const room = freshRoom("reap");
+    const redis = definePresenceCommands(new Redis(cluster.redisUrl));
+    try {
+      const entry = (name: string): PresenceEntry => ({
+        key: name,
+        meta: { name, phx_ref: `ref-${name}` },
+        owner: `test:${name}-${room}`,
+      });
+      const [gone, back] = [entry("gone"), entry("back")];
+      for (const e of [gone, back])
+        await redis.hset(presenceKeys.entries(room), e.meta.phx_ref, JSON.stringify(e));
+      // The reaper found both owners' alive keys missing; then "back" beat again (and
+      // re-listed its people, finding them still listed) before the reaper removed anything.
+      await redis.set(presenceKeys.alive(back.owner), "1", "PX", 10_000);
+      const removed = await removeIfOwnerDead(redis, room, [gone, back]);
+      expect(removed.map((e) => e.key)).toEqual(["gone"]);
+      expect(await redis.hkeys(presenceKeys.entries(room))).toEqual([back.meta.phx_ref]);
+    } finally {
+      redis.disconnect();
+    }
   });
 
   it("clients resume after the node they were on is killed: nothing lost, nothing doubled", async () => {

@@ -1,14 +1,21 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "@chat/shared";
-import type { Redis } from "ioredis";
 import type { NodeConfig } from "../config.ts";
 import type { RedisBus } from "../delivery/redis-bus.ts";
 import { SharedJson, type SharedPayload } from "../delivery/subscription.ts";
 import type { NodeMetrics } from "../metrics.ts";
 import { AliveHeartbeat } from "./alive-heartbeat.ts";
+import {
+  definePresenceCommands,
+  type PresenceEntry,
+  type PresenceMeta,
+  type PresenceRedis,
+  presenceKeys,
+  removeIfOwnerDead,
+} from "./entries.ts";
 
-/** One tracked presence, as Phoenix Presence lists it: extra fields plus its unique phx_ref. */
-export type PresenceMeta = Record<string, unknown> & { phx_ref: string };
+export type { PresenceMeta };
+
 /** `{ [key]: { metas: [...] } }`: the shape of phoenix.js's presence_state and diff halves. */
 export type PresenceState = Record<string, { metas: PresenceMeta[] }>;
 export interface PresenceDiff {
@@ -22,29 +29,6 @@ export interface PresenceListener {
   presenceChanged(diff: SharedPayload): void;
 }
 
-interface Entry {
-  key: string;
-  meta: PresenceMeta;
-  /** Whose liveness keeps the entry: `node:<id>` for sockets, a session id for LongPoll. */
-  owner: string;
-}
-
-const entriesKey = (room: string) => `chat:presence:${room}`;
-const aliveKey = (owner: string) => `chat:alive:${owner}`;
-
-/**
- * Lists an entry only while the room holds fewer than ARGV[3], atomically so that concurrent
- * joins keep the cap: 1 added, 2 already listed (nothing to announce), 0 full.
- */
-const TRACK_IF_ROOM = `
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 2 end
-if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1`;
-type WithTrackCommand = Redis & {
-  presenceTrack(key: string, ref: string, entry: string, max: number): Promise<number>;
-};
-
 /**
  * Who is in each room, across nodes, in Phoenix Presence's format. Entries live in a Redis
  * hash per room; each names an owner whose `alive` key its node (or LongPoll session) keeps
@@ -53,7 +37,7 @@ type WithTrackCommand = Redis & {
  * lagging event loop does not make its people flap. Diffs travel on the room's Redis channel.
  */
 export class Presence {
-  readonly #redis: WithTrackCommand;
+  readonly #redis: PresenceRedis;
   readonly #bus: RedisBus;
   readonly #owner: string;
   readonly #config: NodeConfig;
@@ -61,9 +45,9 @@ export class Presence {
   readonly #metrics: NodeMetrics;
   readonly #listeners = new Map<string, Set<PresenceListener>>();
   /** Entries this node tracked, so a drain can remove them at once. */
-  readonly #mine = new Map<string, { room: string; entry: Entry }>();
+  readonly #mine = new Map<string, { room: string; entry: PresenceEntry }>();
   /** Joins and leaves waiting to go out as one diff per room (PRESENCE_BATCH_MS). */
-  readonly #pending = new Map<string, { joins: Entry[]; leaves: Entry[] }>();
+  readonly #pending = new Map<string, { joins: PresenceEntry[]; leaves: PresenceEntry[] }>();
   #flushTimer: NodeJS.Timeout | undefined;
   #reapTimer: NodeJS.Timeout | undefined;
   readonly #heartbeat: AliveHeartbeat;
@@ -78,8 +62,7 @@ export class Presence {
     metrics: NodeMetrics;
   }) {
     this.#bus = deps.bus;
-    this.#redis = deps.bus.commands as WithTrackCommand;
-    this.#redis.defineCommand("presenceTrack", { numberOfKeys: 1, lua: TRACK_IF_ROOM });
+    this.#redis = definePresenceCommands(deps.bus.commands);
     this.#owner = `node:${deps.nodeId}`;
     this.#config = deps.config;
     this.#log = deps.log;
@@ -89,7 +72,7 @@ export class Presence {
     this.#heartbeat = new AliveHeartbeat(
       {
         redisUrl: REDIS_URL,
-        key: aliveKey(this.#owner),
+        key: presenceKeys.alive(this.#owner),
         intervalMs: PRESENCE_HEARTBEAT_MS,
         ttlMs: PRESENCE_DEAD_AFTER_MS,
         stallLimitMs: PRESENCE_STALL_LIMIT_MS,
@@ -123,7 +106,7 @@ export class Presence {
 
   /** Proves `owner` alive for `ttlMs` more. */
   async keepAlive(owner: string, ttlMs: number): Promise<void> {
-    await this.#redis.set(aliveKey(owner), "1", "PX", ttlMs);
+    await this.#redis.set(presenceKeys.alive(owner), "1", "PX", ttlMs);
   }
 
   /**
@@ -137,7 +120,7 @@ export class Presence {
     meta: Record<string, unknown>,
     owner = this.#owner,
   ): Promise<string | null> {
-    const entry: Entry = { key, meta: { ...meta, phx_ref: randomUUID() }, owner };
+    const entry: PresenceEntry = { key, meta: { ...meta, phx_ref: randomUUID() }, owner };
     const tracked = await this.#guard("presence-track", async () => {
       if (!(await this.#list(room, entry))) return false;
       if (owner === this.#owner) this.#mine.set(entry.meta.phx_ref, { room, entry });
@@ -194,7 +177,7 @@ export class Presence {
     this.#mine.clear();
     await this.#guard("presence-stop", async () => {
       await Promise.all([...byRoom].map(([room, refs]) => this.#remove(room, refs)));
-      await this.#redis.del(aliveKey(this.#owner));
+      await this.#redis.del(presenceKeys.alive(this.#owner));
     });
     await this.#flush();
   }
@@ -203,7 +186,7 @@ export class Presence {
    * Queues joins and leaves; they go out as one diff per room every PRESENCE_BATCH_MS, so a
    * crowd joining a big room costs each member a diff per batch, not one per person.
    */
-  #announce(room: string, joins: Entry[], leaves: Entry[]): void {
+  #announce(room: string, joins: PresenceEntry[], leaves: PresenceEntry[]): void {
     const pending = this.#pending.get(room) ?? { joins: [], leaves: [] };
     pending.joins.push(...joins);
     pending.leaves.push(...leaves);
@@ -226,11 +209,11 @@ export class Presence {
   }
 
   /** Adds an entry to the room's list and announces it, unless the list is full. */
-  async #list(room: string, entry: Entry): Promise<boolean> {
+  async #list(room: string, entry: PresenceEntry): Promise<boolean> {
     const ref = entry.meta.phx_ref;
     const max = this.#config.PRESENCE_MAX_PER_ROOM;
     const outcome = await this.#redis.presenceTrack(
-      entriesKey(room),
+      presenceKeys.entries(room),
       ref,
       JSON.stringify(entry),
       max,
@@ -256,13 +239,13 @@ export class Presence {
   }
 
   async #remove(room: string, refs: string[]): Promise<void> {
-    const raw = await this.#redis.hmget(entriesKey(room), ...refs);
-    const removed: Entry[] = [];
+    const raw = await this.#redis.hmget(presenceKeys.entries(room), ...refs);
+    const removed: PresenceEntry[] = [];
     for (const [i, value] of raw.entries()) {
       const ref = refs[i];
       // HDEL answers 1 on one node only, so each leave is announced once.
-      if (value && ref && (await this.#redis.hdel(entriesKey(room), ref)) === 1)
-        removed.push(JSON.parse(value) as Entry);
+      if (value && ref && (await this.#redis.hdel(presenceKeys.entries(room), ref)) === 1)
+        removed.push(JSON.parse(value) as PresenceEntry);
     }
     if (removed.length > 0) this.#announce(room, [], removed);
   }
@@ -271,27 +254,25 @@ export class Presence {
     const entries = await this.#entries(room);
     const alive = await this.#aliveOwners(entries);
     const dead = entries.filter((e) => !alive.has(e.owner));
-    if (dead.length === 0) return;
-    this.#metrics.presenceReaped.inc(dead.length);
+    const removed = await removeIfOwnerDead(this.#redis, room, dead);
+    if (removed.length === 0) return;
+    this.#metrics.presenceReaped.inc(removed.length);
     this.#log.warn(
-      { room, entries: dead.length, owners: [...new Set(dead.map((e) => e.owner))] },
-      "removing presence of owners that stopped heartbeating",
+      { room, entries: removed.length, owners: [...new Set(removed.map((e) => e.owner))] },
+      "removed presence of owners that stopped heartbeating",
     );
-    await this.#remove(
-      room,
-      dead.map((e) => e.meta.phx_ref),
-    );
+    this.#announce(room, [], removed);
   }
 
-  async #entries(room: string): Promise<Entry[]> {
-    const raw = await this.#redis.hvals(entriesKey(room));
-    return raw.map((value) => JSON.parse(value) as Entry);
+  async #entries(room: string): Promise<PresenceEntry[]> {
+    const raw = await this.#redis.hvals(presenceKeys.entries(room));
+    return raw.map((value) => JSON.parse(value) as PresenceEntry);
   }
 
-  async #aliveOwners(entries: Entry[]): Promise<Set<string>> {
+  async #aliveOwners(entries: PresenceEntry[]): Promise<Set<string>> {
     const owners = [...new Set(entries.map((e) => e.owner))];
     if (owners.length === 0) return new Set();
-    const flags = await this.#redis.mget(...owners.map(aliveKey));
+    const flags = await this.#redis.mget(...owners.map(presenceKeys.alive));
     // This node knows it is alive, even before its first heartbeat reached Redis.
     return new Set(owners.filter((owner, i) => flags[i] !== null || owner === this.#owner));
   }
@@ -308,7 +289,7 @@ export class Presence {
   }
 }
 
-function group(entries: Entry[]): PresenceState {
+function group(entries: PresenceEntry[]): PresenceState {
   const state: PresenceState = {};
   for (const { key, meta } of entries) {
     const slot = state[key] ?? { metas: [] };
