@@ -12,7 +12,13 @@ import { freshRoom, useCluster } from "./support/cluster.ts";
  * gateway: two pages on different nodes chat over each of the four transports, and a page
  * whose node is killed carries on with nothing lost or doubled.
  */
-const cluster = await useCluster({ nodes: 2, gateway: true, edge: true });
+const ROOMS_PER_PAGE = 4;
+const cluster = await useCluster({
+  nodes: 2,
+  gateway: true,
+  edge: true,
+  nodeEnv: { ROOM_LIST_DEFAULT_LIMIT: String(ROOMS_PER_PAGE) },
+});
 const SCREENSHOTS = join(REPO_ROOT, "test-results", "screenshots");
 let browser: Browser;
 
@@ -143,6 +149,49 @@ describe("the page", () => {
     await expect
       .poll(() => seqsShown(page), { timeout: 10_000 })
       .toEqual(Array.from({ length: 61 }, (_, i) => i + 1));
+    await page.close();
+  });
+});
+
+describe("the room list", () => {
+  /** Every room's name, page by page through the API. */
+  async function allRooms(): Promise<string[]> {
+    const names: string[] = [];
+    for (let after: string | null = ""; after !== null; ) {
+      const response = await fetch(`${cluster.gatewayUrl}/api/rooms?after=${after}`);
+      const page = (await response.json()) as { rooms: { name: string }[]; next: string | null };
+      names.push(...page.rooms.map((room) => room.name));
+      after = page.next;
+    }
+    return names;
+  }
+
+  it("shows rooms a page at a time, and More rooms adds the next page until all are listed", async () => {
+    const prefix = freshRoom("list");
+    for (let i = 1; i <= ROOMS_PER_PAGE + 3; i++) {
+      const created = await fetch(`${cluster.gatewayUrl}/api/rooms`, {
+        method: "POST",
+        body: JSON.stringify({ name: `${prefix}-${i}` }),
+      });
+      expect(created.status).toBe(201);
+    }
+    const all = await allRooms();
+    expect(all.length).toBeGreaterThan(2 * ROOMS_PER_PAGE);
+    const current = `${prefix}-1`;
+    const listed = (names: string[]) =>
+      [...new Set([current, ...names])].sort().map((n) => `#${n}`);
+    const page = await browser.newPage();
+    await page.goto(`${cluster.edgeUrl}/chat?room=${current}`);
+    const shown = () => page.locator("#rooms button").allTextContents();
+    const more = page.getByRole("button", { name: "More rooms" });
+    await expect.poll(shown).toEqual(listed(all.slice(0, ROOMS_PER_PAGE)));
+    await more.click();
+    await expect.poll(shown).toEqual(listed(all.slice(0, 2 * ROOMS_PER_PAGE)));
+    for (let loaded = 2 * ROOMS_PER_PAGE; loaded < all.length; loaded += ROOMS_PER_PAGE) {
+      await more.click();
+      await expect.poll(shown).toEqual(listed(all.slice(0, loaded + ROOMS_PER_PAGE)));
+    }
+    expect(await more.isVisible()).toBe(false);
     await page.close();
   });
 });

@@ -19,9 +19,13 @@ export async function createSession(name: string): Promise<Session> {
   return json(await fetch("/api/session", { method: "POST", body: JSON.stringify({ name }) }));
 }
 
-export async function listRooms(): Promise<string[]> {
-  const { rooms } = await json<{ rooms: { name: string }[] }>(await fetch("/api/rooms"));
-  return rooms.map((room) => room.name);
+/** A page of room names after `after` (by name); `next` is the next page's `after`, or null. */
+export async function listRooms(after = ""): Promise<{ rooms: string[]; next: string | null }> {
+  const params = new URLSearchParams({ after });
+  const { rooms, next } = await json<{ rooms: { name: string }[]; next: string | null }>(
+    await fetch(`/api/rooms?${params}`),
+  );
+  return { rooms: rooms.map((room) => room.name), next };
 }
 
 export async function createRoom(name: string, token?: string): Promise<void> {

@@ -13,6 +13,7 @@ const view = {
   name: $<HTMLInputElement>("name"),
   transport: $<HTMLSelectElement>("transport"),
   rooms: $<HTMLUListElement>("rooms"),
+  moreRooms: $<HTMLButtonElement>("more-rooms"),
   roomForm: $<HTMLFormElement>("room-form"),
   newRoom: $<HTMLInputElement>("new-room"),
   presence: $<HTMLUListElement>("presence"),
@@ -29,6 +30,9 @@ const state = {
   session: JSON.parse(localStorage.getItem("chat.session") ?? "null") as Session | null,
   transport: (TRANSPORTS.find((t) => t === query.get("transport")) ?? "websocket") as TransportName,
   room: query.get("room") ?? "chat",
+  /** The room list's pages loaded so far, and where the next one starts (null: no more). */
+  rooms: [] as string[],
+  roomsNext: null as string | null,
   live: undefined as Live | undefined,
   firstSeq: 0,
   lastSeq: 0,
@@ -101,8 +105,11 @@ async function enterRoom(room: string): Promise<void> {
   view.messages.replaceChildren();
   view.roomTitle.textContent = `#${room}`;
   updateUrl();
-  renderRooms(await listRooms().catch(() => [room]));
-  const { messages } = await history(room, { before: Number.MAX_SAFE_INTEGER, limit: 50 });
+  // Both at once: through a far edge each is a round trip to the origin.
+  const [{ messages }] = await Promise.all([
+    history(room, { before: Number.MAX_SAFE_INTEGER, limit: 50 }),
+    loadRooms(),
+  ]);
   state.lastSeq = (messages[0]?.seq ?? 1) - 1;
   for (const message of messages) append(message);
   view.older.hidden = state.firstSeq <= 1;
@@ -122,8 +129,23 @@ function connect(): void {
   });
 }
 
-function renderRooms(rooms: string[]): void {
-  const all = [...new Set([state.room, ...rooms])].sort();
+/** Loads the room list's first page, or with `more` its next one, and shows what is loaded. */
+async function loadRooms(more = false): Promise<void> {
+  view.moreRooms.disabled = true; // one page at a time: a second click would load it twice
+  try {
+    const page = await listRooms(more ? (state.roomsNext ?? "") : "");
+    state.rooms = more ? [...state.rooms, ...page.rooms] : page.rooms;
+    state.roomsNext = page.next;
+  } catch (error) {
+    setStatus(`rooms not listed: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  view.moreRooms.disabled = false;
+  renderRooms();
+}
+
+function renderRooms(): void {
+  const all = [...new Set([state.room, ...state.rooms])].sort();
+  view.moreRooms.hidden = state.roomsNext === null;
   view.rooms.replaceChildren(
     ...all.map((room) => {
       const item = document.createElement("li");
@@ -212,6 +234,7 @@ view.transport.addEventListener("change", () => {
   connect();
 });
 view.older.addEventListener("click", () => void loadOlder());
+view.moreRooms.addEventListener("click", () => void loadRooms(true));
 
 view.transport.value = state.transport;
 view.name.value = state.session?.user.name ?? "";
