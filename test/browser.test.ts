@@ -4,7 +4,7 @@ import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { launchChromium } from "../cluster/chromium.ts";
 import { REPO_ROOT } from "../cluster/launcher.ts";
-import { sendReliably } from "./support/clients.ts";
+import { sendReliably, sleep } from "./support/clients.ts";
 import { freshRoom, useCluster } from "./support/cluster.ts";
 
 /**
@@ -149,6 +149,46 @@ describe("the page", () => {
     await expect
       .poll(() => seqsShown(page), { timeout: 10_000 })
       .toEqual(Array.from({ length: 61 }, (_, i) => i + 1));
+    await page.close();
+  });
+
+  it("a room chosen while another is still loading is the only one shown, and stays live", async () => {
+    const [slow, fast] = [freshRoom("slow"), freshRoom("fast")];
+    for (const [room, count] of [
+      [slow, 3],
+      [fast, 2],
+    ] as const) {
+      for (let i = 1; i <= count; i++) {
+        const sent = await fetch(`${cluster.gatewayUrl}/api/rooms/${room}/messages`, {
+          method: "POST",
+          body: JSON.stringify({ body: `${room.split("-")[0]} ${i}` }),
+        });
+        expect(sent.status).toBe(201);
+      }
+    }
+    const page = await openChat(cluster.edgeUrl ?? "", fast, "websocket", "uma");
+    await expect.poll(() => texts(page)).toEqual(["fast 1", "fast 2"]);
+    // The slow room's history takes a second and a half to arrive.
+    await page.route(
+      (url) => url.pathname === `/api/rooms/${slow}/messages`,
+      async (route) => {
+        await sleep(1500);
+        await route.continue();
+      },
+    );
+    const enter = async (room: string) => {
+      await page.getByLabel("New room name").fill(room);
+      await page.getByRole("button", { name: "Create" }).click();
+    };
+    await enter(slow);
+    await enter(fast);
+    await sleep(2500); // the slow answer has arrived by now
+    expect(await texts(page)).toEqual(["fast 1", "fast 2"]);
+    expect(await page.locator("#room-title").textContent()).toBe(`#${fast}`);
+    await say(page, "fast 3");
+    await expect
+      .poll(() => texts(page), { timeout: 10_000 })
+      .toEqual(["fast 1", "fast 2", "fast 3"]);
     await page.close();
   });
 });

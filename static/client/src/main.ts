@@ -34,6 +34,8 @@ const state = {
   rooms: [] as string[],
   roomsNext: null as string | null,
   live: undefined as Live | undefined,
+  /** Counts room entries, so an answer that arrives after the user moved on is dropped. */
+  visit: 0,
   firstSeq: 0,
   lastSeq: 0,
   mine: new Set<string>(),
@@ -69,10 +71,12 @@ function receive(message: Message): void {
   state.applying = state.applying.then(async () => {
     if (message.room !== state.room || message.seq <= state.lastSeq) return;
     if (message.seq > state.lastSeq + 1) {
+      const visit = state.visit;
       const { messages } = await history(state.room, {
         after: state.lastSeq,
         limit: message.seq - state.lastSeq - 1,
       });
+      if (visit !== state.visit) return;
       for (const missed of messages) append(missed);
     }
     if (message.seq === state.lastSeq + 1) append(message);
@@ -91,14 +95,23 @@ function append(message: Message): void {
 
 async function loadOlder(): Promise<void> {
   if (state.firstSeq <= 1) return;
-  const { messages } = await history(state.room, { before: state.firstSeq, limit: 50 });
-  view.messages.prepend(...messages.map(renderMessage));
-  state.firstSeq = messages[0]?.seq ?? state.firstSeq;
-  view.older.hidden = state.firstSeq <= 1;
+  const visit = state.visit;
+  view.older.disabled = true; // one page at a time: a second click would show it twice
+  try {
+    const { messages } = await history(state.room, { before: state.firstSeq, limit: 50 });
+    if (visit !== state.visit) return;
+    view.messages.prepend(...messages.map(renderMessage));
+    state.firstSeq = messages[0]?.seq ?? state.firstSeq;
+    view.older.hidden = state.firstSeq <= 1;
+  } finally {
+    view.older.disabled = false;
+  }
 }
 
 async function enterRoom(room: string): Promise<void> {
   state.live?.close();
+  state.live = undefined;
+  const visit = ++state.visit;
   state.room = room;
   state.firstSeq = 0;
   state.lastSeq = 0;
@@ -110,6 +123,7 @@ async function enterRoom(room: string): Promise<void> {
     history(room, { before: Number.MAX_SAFE_INTEGER, limit: 50 }),
     loadRooms(),
   ]);
+  if (visit !== state.visit) return; // another room was chosen meanwhile
   state.lastSeq = (messages[0]?.seq ?? 1) - 1;
   for (const message of messages) append(message);
   view.older.hidden = state.firstSeq <= 1;
