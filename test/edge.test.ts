@@ -5,7 +5,7 @@ import {
   type Server,
   type ServerResponse,
 } from "node:http";
-import { type AddressInfo, connect } from "node:net";
+import { type AddressInfo, connect, type Socket } from "node:net";
 import { brotliDecompressSync, gunzipSync } from "node:zlib";
 import { createLogger } from "@chat/shared";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -26,9 +26,13 @@ let edge: ReturnType<typeof createEdge>;
 let edgeUrl = "";
 const ADMIN = "edge-admin-token-0123456789";
 
+/** Requests each origin connection has carried, this one included. */
+const requestsOn = new WeakMap<Socket, number>();
+
 function startOrigin(port = 0): Promise<number> {
   origin = createServer((req, res) => {
     seen.push(req);
+    requestsOn.set(req.socket, (requestsOn.get(req.socket) ?? 0) + 1);
     const route = routes.get((req.url ?? "/").split("?")[0] ?? "/");
     if (route) route(req, res);
     else {
@@ -197,6 +201,24 @@ describe("edge cache", () => {
     } finally {
       await startOrigin(originPort);
     }
+  });
+
+  it("sends a fetch again when the origin closes the kept-alive connection it went out on", async () => {
+    // What an origin's idle timeout does when a request arrives just as it fires.
+    routes.set("/closing", (req, res) => {
+      if ((requestsOn.get(req.socket) ?? 0) > 1) {
+        req.socket.destroy();
+        return;
+      }
+      res.writeHead(200, { "cache-control": "no-store" });
+      res.end("answered");
+    });
+    for (let i = 0; i < 3; i++) {
+      const response = await get(`/closing?i=${i}`);
+      expect(response.status).toBe(200);
+      expect(response.body.toString()).toBe("answered");
+    }
+    expect(hits("/closing?i=2")).toBeGreaterThanOrEqual(2); // its first try met a closed connection
   });
 
   it("evicts least recently used objects to stay within CACHE_MAX_BYTES", async () => {

@@ -1,7 +1,7 @@
-import { Agent, type IncomingMessage, type ServerResponse } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
-import { answerRaw, ChatError, type Logger } from "@chat/shared";
+import { answerRaw, ChatError, keepAliveAgent, type Logger } from "@chat/shared";
 import { createProxyServer } from "http-proxy-3";
 import type { EdgeMetrics } from "./metrics.ts";
 
@@ -14,7 +14,7 @@ export function createPassthrough(originUrl: string, metrics: EdgeMetrics, log: 
   const proxy = createProxyServer({
     target: originUrl,
     xfwd: true,
-    agent: new Agent({ keepAlive: true, maxSockets: 1024 }),
+    agent: keepAliveAgent({ maxSockets: 1024 }),
   });
   proxy.on("proxyRes", (proxyRes, _req, res) => {
     proxyRes.headers["cache-status"] = "chat-edge; fwd=bypass";

@@ -1,14 +1,19 @@
 import { randomUUID } from "node:crypto";
-import {
-  Agent,
-  type ClientRequest,
-  type IncomingHttpHeaders,
-  type IncomingMessage,
-  type ServerResponse,
+import type {
+  ClientRequest,
+  IncomingHttpHeaders,
+  IncomingMessage,
+  ServerResponse,
 } from "node:http";
 import type { Socket } from "node:net";
 import { Readable } from "node:stream";
-import { ChatError, type ErrorCode, HOP_BY_HOP_HEADERS, type Logger } from "@chat/shared";
+import {
+  ChatError,
+  type ErrorCode,
+  HOP_BY_HOP_HEADERS,
+  keepAliveAgent,
+  type Logger,
+} from "@chat/shared";
 import { createProxyServer } from "http-proxy-3";
 import type { GatewayConfig } from "../config.ts";
 import type { GatewayMetrics } from "../metrics.ts";
@@ -43,8 +48,7 @@ export function createHttpProxy(deps: {
   const agents = (config.SOURCE_ADDRESSES.length ? config.SOURCE_ADDRESSES : [undefined]).map(
     (localAddress) =>
       // noDelay: a proxied request is written in pieces; Nagle would hold the last one back.
-      new Agent({
-        keepAlive: true,
+      keepAliveAgent({
         noDelay: true,
         maxSockets: 4096,
         ...(localAddress ? { localAddress } : {}),

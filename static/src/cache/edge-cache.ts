@@ -1,7 +1,7 @@
-import { Agent, type IncomingMessage, type ServerResponse } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { promisify } from "node:util";
 import { brotliCompress, gzip } from "node:zlib";
-import { type Encoding, type Logger, preferredEncoding } from "@chat/shared";
+import { type Encoding, keepAliveAgent, type Logger, preferredEncoding } from "@chat/shared";
 import CachePolicy from "http-cache-semantics";
 import type { EdgeConfig } from "../config.ts";
 import type { EdgeMetrics } from "../metrics.ts";
@@ -39,7 +39,7 @@ export class EdgeCache {
   readonly #metrics: EdgeMetrics;
   readonly #log: Logger;
   readonly #origin: URL;
-  readonly #agent = new Agent({ keepAlive: true, maxSockets: 256 });
+  readonly #agent = keepAliveAgent({ maxSockets: 256 });
   readonly #inflight = new Map<
     string,
     Promise<{ object?: CachedObject; response: OriginResponse }>

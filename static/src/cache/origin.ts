@@ -51,8 +51,7 @@ export function originRequestHeaders(
   return headers;
 }
 
-/** One buffered request to the origin, bounded by a header timeout and a body size. */
-export function fetchFromOrigin(options: {
+interface FetchOptions {
   origin: URL;
   method: "GET" | "HEAD";
   path: string;
@@ -60,8 +59,30 @@ export function fetchFromOrigin(options: {
   agent: Agent;
   timeoutMs: number;
   maxBytes: number;
-}): Promise<OriginResponse> {
+}
+
+/** Kept-alive connections found closed, one after another, before the fetch gives up. */
+const MAX_CLOSED_CONNECTIONS = 4;
+
+/**
+ * One buffered request to the origin, bounded by a header timeout and a body size. A
+ * kept-alive connection the origin closed as the request went out answers nothing: the
+ * request never reached the origin, so it is sent again (GET and HEAD are safe to repeat).
+ */
+export async function fetchFromOrigin(options: FetchOptions): Promise<OriginResponse> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fetchOnce(options);
+    } catch (error) {
+      if (!(error instanceof ClosedConnectionError) || attempt >= MAX_CLOSED_CONNECTIONS)
+        throw error;
+    }
+  }
+}
+
+function fetchOnce(options: FetchOptions): Promise<OriginResponse> {
   return new Promise((resolve, reject) => {
+    let responded = false;
     const req = request(
       {
         host: options.origin.hostname,
@@ -73,6 +94,7 @@ export function fetchFromOrigin(options: {
         timeout: options.timeoutMs,
       },
       (res) => {
+        responded = true;
         const chunks: Buffer[] = [];
         let size = 0;
         res.on("data", (chunk: Buffer) => {
@@ -92,12 +114,18 @@ export function fetchFromOrigin(options: {
       },
     );
     req.on("timeout", () => req.destroy(new OriginError("origin timed out", "timeout")));
-    req.on("error", (error) =>
-      reject(error instanceof OriginError ? error : new OriginError(error.message, "unreachable")),
-    );
+    req.on("error", (error: NodeJS.ErrnoException) => {
+      if (error instanceof OriginError) reject(error);
+      else if (req.reusedSocket && !responded && CLOSED_CODES.has(error.code ?? ""))
+        reject(new ClosedConnectionError(error.message));
+      else reject(new OriginError(error.message, "unreachable"));
+    });
     req.end();
   });
 }
+
+/** How a reused connection that the origin had closed fails: reset, or hung up. */
+const CLOSED_CODES = new Set(["ECONNRESET", "EPIPE"]);
 
 export class OriginError extends Error {
   readonly kind: "timeout" | "unreachable" | "too_large";
@@ -106,6 +134,13 @@ export class OriginError extends Error {
     super(message);
     this.name = "OriginError";
     this.kind = kind;
+  }
+}
+
+/** The origin closed a kept-alive connection as the request went out: nothing reached it. */
+class ClosedConnectionError extends OriginError {
+  constructor(message: string) {
+    super(message, "unreachable");
   }
 }
 
