@@ -180,9 +180,14 @@ describe("the page", () => {
       await page.getByLabel("New room name").fill(room);
       await page.getByRole("button", { name: "Create" }).click();
     };
+    const slowAnswer = page.waitForResponse(
+      (response) => new URL(response.url()).pathname === `/api/rooms/${slow}/messages`,
+    );
     await enter(slow);
     await enter(fast);
-    await sleep(2500); // the slow answer has arrived by now
+    await expect.poll(() => texts(page)).toEqual(["fast 1", "fast 2"]);
+    await (await slowAnswer).finished();
+    await sleep(300); // time for the page to act on the slow answer, as it did before the fix
     expect(await texts(page)).toEqual(["fast 1", "fast 2"]);
     expect(await page.locator("#room-title").textContent()).toBe(`#${fast}`);
     await say(page, "fast 3");
