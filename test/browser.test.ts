@@ -198,6 +198,40 @@ describe("the page", () => {
   });
 });
 
+describe("switching transport", () => {
+  it("a transport switched away from cannot update the page: a poll answered after the switch leaves the new one's status alone", async () => {
+    const room = freshRoom("switch");
+    const page = await openChat(cluster.edgeUrl ?? "", room, "polling", "vic");
+    const path = (url: URL | string) => new URL(url).pathname;
+    let holding = () => {};
+    const pollHeld = new Promise<void>((resolve) => {
+      holding = resolve;
+    });
+    // Polls take a second and a half from now on, and the stream cannot be opened.
+    await page.route(
+      (url) => path(url) === `/api/rooms/${room}/messages`,
+      async (route) => {
+        holding();
+        await sleep(1500);
+        await route.continue();
+      },
+    );
+    await page.route(
+      (url) => path(url) === `/api/rooms/${room}/stream`,
+      (route) => route.abort(),
+    );
+    await pollHeld;
+    const pollAnswer = page.waitForResponse((r) => path(r.url()) === `/api/rooms/${room}/messages`);
+    await page.getByLabel("Transport").selectOption("sse");
+    await (await pollAnswer).finished();
+    await sleep(300); // time for the page to act on the poll's answer
+    expect(await page.locator("#status").textContent()).toMatch(
+      /^server-sent events · (connecting|reconnecting)…$/,
+    );
+    await page.close();
+  });
+});
+
 describe("the room list", () => {
   /** Every room's name, page by page through the API. */
   async function allRooms(): Promise<string[]> {

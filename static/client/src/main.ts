@@ -36,6 +36,8 @@ const state = {
   live: undefined as Live | undefined,
   /** Counts room entries, so an answer that arrives after the user moved on is dropped. */
   visit: 0,
+  /** Counts transports opened, so one that was closed cannot update the page. */
+  connections: 0,
   firstSeq: 0,
   lastSeq: 0,
   mine: new Set<string>(),
@@ -132,14 +134,19 @@ async function enterRoom(room: string): Promise<void> {
 
 function connect(): void {
   state.live?.close();
-  setStatus(`${label(state.transport)} · connecting…`);
+  // A closed transport can still answer (a poll in flight): only the current one speaks.
+  const connection = ++state.connections;
+  const current = () => connection === state.connections;
+  const transport = label(state.transport);
+  setStatus(`${transport} · connecting…`);
   state.live = openLive(state.transport, state.room, () => state.lastSeq, state.session?.token, {
-    onMessage: receive,
+    onMessage: (message) => current() && receive(message),
     onStatus: (status, node) =>
+      current() &&
       setStatus(
-        `${label(state.transport)} · ${status === "live" ? "connected" : "reconnecting…"}${node ? ` · node ${node}` : ""}`,
+        `${transport} · ${status === "live" ? "connected" : "reconnecting…"}${node ? ` · node ${node}` : ""}`,
       ),
-    onPresence: (names) => renderPresence(names),
+    onPresence: (names) => current() && renderPresence(names),
   });
 }
 
