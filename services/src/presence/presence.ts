@@ -14,8 +14,6 @@ import {
   removeIfOwnerDead,
 } from "./entries.ts";
 
-export type { PresenceMeta };
-
 /** `{ [key]: { metas: [...] } }`: the shape of phoenix.js's presence_state and diff halves. */
 export type PresenceState = Record<string, { metas: PresenceMeta[] }>;
 export interface PresenceDiff {

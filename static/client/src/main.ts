@@ -95,19 +95,24 @@ function append(message: Message): void {
   if (atBottom) view.messages.scrollTop = view.messages.scrollHeight;
 }
 
+/** Runs a button's page load with the button disabled: a second click would load it twice. */
+async function onePageAtATime(button: HTMLButtonElement, load: () => Promise<void>): Promise<void> {
+  button.disabled = true;
+  try {
+    await load();
+  } finally {
+    button.disabled = false;
+  }
+}
+
 async function loadOlder(): Promise<void> {
   if (state.firstSeq <= 1) return;
   const visit = state.visit;
-  view.older.disabled = true; // one page at a time: a second click would show it twice
-  try {
-    const { messages } = await history(state.room, { before: state.firstSeq, limit: 50 });
-    if (visit !== state.visit) return;
-    view.messages.prepend(...messages.map(renderMessage));
-    state.firstSeq = messages[0]?.seq ?? state.firstSeq;
-    view.older.hidden = state.firstSeq <= 1;
-  } finally {
-    view.older.disabled = false;
-  }
+  const { messages } = await history(state.room, { before: state.firstSeq, limit: 50 });
+  if (visit !== state.visit) return;
+  view.messages.prepend(...messages.map(renderMessage));
+  state.firstSeq = messages[0]?.seq ?? state.firstSeq;
+  view.older.hidden = state.firstSeq <= 1;
 }
 
 async function enterRoom(room: string): Promise<void> {
@@ -123,7 +128,7 @@ async function enterRoom(room: string): Promise<void> {
   // Both at once: through a far edge each is a round trip to the origin.
   const [{ messages }] = await Promise.all([
     history(room, { before: Number.MAX_SAFE_INTEGER, limit: 50 }),
-    loadRooms(),
+    onePageAtATime(view.moreRooms, () => loadRooms()),
   ]);
   if (visit !== state.visit) return; // another room was chosen meanwhile
   state.lastSeq = (messages[0]?.seq ?? 1) - 1;
@@ -152,7 +157,6 @@ function connect(): void {
 
 /** Loads the room list's first page, or with `more` its next one, and shows what is loaded. */
 async function loadRooms(more = false): Promise<void> {
-  view.moreRooms.disabled = true; // one page at a time: a second click would load it twice
   try {
     const page = await listRooms(more ? (state.roomsNext ?? "") : "");
     state.rooms = more ? [...state.rooms, ...page.rooms] : page.rooms;
@@ -160,7 +164,6 @@ async function loadRooms(more = false): Promise<void> {
   } catch (error) {
     setStatus(`rooms not listed: ${error instanceof Error ? error.message : String(error)}`);
   }
-  view.moreRooms.disabled = false;
   renderRooms();
 }
 
@@ -254,8 +257,11 @@ view.transport.addEventListener("change", () => {
   updateUrl();
   connect();
 });
-view.older.addEventListener("click", () => void loadOlder());
-view.moreRooms.addEventListener("click", () => void loadRooms(true));
+view.older.addEventListener("click", () => void onePageAtATime(view.older, loadOlder));
+view.moreRooms.addEventListener(
+  "click",
+  () => void onePageAtATime(view.moreRooms, () => loadRooms(true)),
+);
 
 view.transport.value = state.transport;
 view.name.value = state.session?.user.name ?? "";
