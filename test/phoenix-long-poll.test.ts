@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Message } from "@chat/shared";
-import { type Channel, LongPoll, Presence, Socket } from "phoenix";
+import { LongPoll, Presence, Socket } from "phoenix";
 import { afterEach, describe, expect, it } from "vitest";
 import { range, seqs, sleep } from "./support/clients.ts";
 import { freshRoom, liveNodes, storedSeqs, useCluster } from "./support/cluster.ts";

@@ -50,9 +50,19 @@ async function httpSend(setup: ClientSetup, body: string, clientId: string): Pro
     body: JSON.stringify({ body, client_id: clientId }),
     signal: AbortSignal.timeout(SEND_TIMEOUT_MS),
   });
-  const json = (await response.json()) as Message;
-  if (response.status >= 300) throw new Error(`send ${response.status}`);
-  return json;
+  if (response.status >= 300)
+    throw new Error(`send ${response.status} ${await errorCode(response)}`);
+  return (await response.json()) as Message;
+}
+
+/** The API's error code, or what answered instead (an edge or gateway page, say). */
+async function errorCode(response: Response): Promise<string> {
+  const text = await response.text();
+  try {
+    return (JSON.parse(text) as { error: { code: string } }).error.code;
+  } catch {
+    return `(not the API's error: ${text.slice(0, 60)})`;
+  }
 }
 
 /** A guest identity for the drill user (its own rate-limit bucket), retried while the entry wakes. */

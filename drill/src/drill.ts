@@ -29,6 +29,10 @@ interface SendStats {
   attempts: number;
   failedAttempts: number;
   failedSends: number;
+  /** Sends given up on, by the client's transport. */
+  failedSendsByTransport: Map<string, number>;
+  /** Failed attempts by what the client was told, so a failed drill says why. */
+  attemptErrors: Map<string, number>;
   acknowledged: Map<string, Acknowledged>;
 }
 
@@ -52,6 +56,8 @@ export async function runDrill(options: DrillOptions): Promise<DrillResult> {
     attempts: 0,
     failedAttempts: 0,
     failedSends: 0,
+    failedSendsByTransport: new Map(),
+    attemptErrors: new Map(),
     acknowledged: new Map(),
   };
 
@@ -152,10 +158,12 @@ async function sendLoop(
           sentAt,
         });
         break;
-      } catch {
+      } catch (error) {
         stats.failedAttempts++;
+        count(stats.attemptErrors, `${client.transport}: ${describe(error)}`);
         if (performance.now() > deadline) {
           stats.failedSends++;
+          count(stats.failedSendsByTransport, client.transport);
           break;
         }
         await sleep(250);
@@ -164,6 +172,13 @@ async function sendLoop(
     await sleep(options.sendEveryMs);
   }
 }
+
+const count = (tally: Map<string, number>, key: string) =>
+  tally.set(key, (tally.get(key) ?? 0) + 1);
+
+/** An error as one short line, to tally attempts by cause. */
+const describe = (error: unknown) =>
+  (error instanceof Error ? error.message : String(error)).split("\n")[0]?.slice(0, 200) ?? "";
 
 /** Waits until every client holds as many messages as its room has stored, or 30 s. */
 async function settle(clients: DrillClient[], target: Target, rooms: string[]): Promise<void> {

@@ -28,7 +28,21 @@ export function summary(result: DrillResult): string {
     `  reconnects ${r.count}: p50 ${r.p50} ms  p90 ${r.p90} ms  p99 ${r.p99} ms  max ${r.max} ms`,
     `  send to receive: p50 ${d.p50} ms  p90 ${d.p90} ms  p99 ${d.p99} ms  max ${d.max} ms (${d.count} deliveries)`,
     `  availability ${(a.value * 100).toFixed(3)} %  (MTBF ${a.mtbfS ?? "∞"} s, MTTR ${a.mttrS ?? 0} s, ${a.failures} failures)`,
+    ...failedSendLines(result),
   ].join("\n");
+}
+
+/** Where sends were given up on, and the errors most attempts met: why a drill failed. */
+function failedSendLines(result: DrillResult): string[] {
+  if (result.totals.failedSendAttempts === 0) return [];
+  const given = Object.entries(result.byTransport)
+    .filter(([, c]) => c.failedSends > 0)
+    .map(([transport, c]) => `${transport} ${c.failedSends}`);
+  return [
+    ...(given.length ? [`  failed sends by transport: ${given.join(", ")}`] : []),
+    "  most frequent send errors:",
+    ...result.sendErrors.slice(0, 5).map((e) => `    ${e.attempts} × ${e.error}`),
+  ];
 }
 
 const escapeHtml = (text: string) =>
@@ -41,7 +55,7 @@ function renderHtml(result: DrillResult): string {
   const rows = Object.entries(result.byTransport)
     .map(
       ([transport, c]) =>
-        `<tr><td>${escapeHtml(transport)}</td><td>${c.expected}</td><td>${c.received}</td><td>${c.lost}</td><td>${c.doubled}</td><td>${c.outOfOrder}</td><td>${c.failures}</td></tr>`,
+        `<tr><td>${escapeHtml(transport)}</td><td>${c.expected}</td><td>${c.received}</td><td>${c.lost}</td><td>${c.doubled}</td><td>${c.outOfOrder}</td><td>${c.failures}</td><td>${c.failedSends}</td></tr>`,
     )
     .join("\n");
   return `<!doctype html>
@@ -59,8 +73,11 @@ svg text{font:11px system-ui,sans-serif;fill:#4a5568}
 <h2>Timeline</h2>
 ${timelineSvg(result.timeline, result.events)}
 <h2>By transport</h2>
-<table><tr><th>transport</th><th>expected</th><th>received</th><th>lost</th><th>doubled</th><th>out of order</th><th>drops</th></tr>
+<table><tr><th>transport</th><th>expected</th><th>received</th><th>lost</th><th>doubled</th><th>out of order</th><th>drops</th><th>failed sends</th></tr>
 ${rows}</table>
+<h2>Failed send attempts</h2>
+<table><tr><th>transport: error</th><th>attempts</th></tr>
+${result.sendErrors.map((e) => `<tr><td>${escapeHtml(e.error)}</td><td>${e.attempts}</td></tr>`).join("\n")}</table>
 <h2>Events</h2>
 <table><tr><th>at</th><th>event</th></tr>
 ${result.events.map((e) => `<tr><td>${(e.atMs / 1000).toFixed(1)} s</td><td style="text-align:left">${escapeHtml(e.label)}</td></tr>`).join("\n")}</table>

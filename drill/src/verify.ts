@@ -37,6 +37,11 @@ export interface ClientCheck {
   failures: number;
 }
 
+/** What one transport's clients saw: the checks summed, and the sends given up on. */
+export type TransportCheck = Omit<ClientCheck, "name" | "transport" | "room"> & {
+  failedSends: number;
+};
+
 export interface Percentiles {
   count: number;
   p50: number;
@@ -72,7 +77,9 @@ export interface DrillResult {
   /** From a send's first attempt to its arrival at each client in the room (retries included). */
   deliveryMs: Percentiles;
   availability: { mtbfS: number | null; mttrS: number | null; failures: number; value: number };
-  byTransport: Record<string, Omit<ClientCheck, "name" | "transport" | "room">>;
+  byTransport: Record<string, TransportCheck>;
+  /** Failed send attempts by transport and error, most frequent first. */
+  sendErrors: Array<{ error: string; attempts: number }>;
   clients: ClientCheck[];
   events: Array<{ atMs: number; label: string }>;
   timeline: TimelineSample[];
@@ -89,6 +96,8 @@ export interface VerifyInput {
     attempts: number;
     failedAttempts: number;
     failedSends: number;
+    failedSendsByTransport: Map<string, number>;
+    attemptErrors: Map<string, number>;
     acknowledged: Map<string, Acknowledged>;
   };
   events: Array<{ atMs: number; label: string }>;
@@ -159,6 +168,7 @@ export function verify(input: VerifyInput): DrillResult {
       outOfOrder: sum((c) => c.outOfOrder, list),
       mismatched: sum((c) => c.mismatched, list),
       failures: sum((c) => c.failures, list),
+      failedSends: input.sends.failedSendsByTransport.get(transport) ?? 0,
     };
   }
   const passed =
@@ -180,6 +190,9 @@ export function verify(input: VerifyInput): DrillResult {
     deliveryMs: percentiles(deliveryTimes(input)),
     availability: availability(input.clients),
     byTransport,
+    sendErrors: [...input.sends.attemptErrors]
+      .map(([error, attempts]) => ({ error, attempts }))
+      .sort((a, b) => b.attempts - a.attempts),
     clients: checks,
     events: input.events,
     timeline: input.timeline,
