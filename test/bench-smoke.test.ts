@@ -91,8 +91,17 @@ describe("benchmarks, smoke-sized", () => {
     expect(warm.offload?.answered).toBe(warm.requests);
     expect(warm.offload?.fetched).toBeLessThanOrEqual(1);
     expect(warm.originBytes).toBeLessThan(cold.originBytes / 10);
+    for (const { setup, milestones: m } of result.setups) {
+      expect(m.html, setup).toBeLessThanOrEqual(m.lastByte);
+      expect(m.parsed, setup).toBeLessThanOrEqual(m.domContentLoaded);
+      expect(m.domContentLoaded, setup).toBeLessThanOrEqual(m.load);
+      expect(m.lastByte, setup).toBeLessThanOrEqual(m.load);
+    }
+    // The network's share is what the edge shortens: its bytes come without the long link.
+    expect(warm.milestones.lastByte).toBeLessThan(direct.milestones.lastByte - 2 * result.rttMs);
     const dir = writeRun("cdn", result, cdnTable(result), cdnPlot(result), tmpRun("cdn"));
     expectFiles(dir, "warm edge");
+    expectFiles(dir, "DOMContentLoaded handled");
   }, 180_000);
 
   it("fanout: failed joins are counted with their reasons instead of ending the run", async () => {

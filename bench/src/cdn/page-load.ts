@@ -19,6 +19,8 @@ export interface PageLoadSummary {
   /** Navigation start to the last byte of the HTML and every asset: the network's share. */
   lastByteMs: number[];
   lastByteMedian: number;
+  /** Where the median load's time went: the network's milestones, then the browser's. */
+  milestones: Milestones;
   /** Requests the page made for itself (HTML and assets) and their bytes on the wire. */
   requests: number;
   transferBytes: number;
@@ -27,6 +29,27 @@ export interface PageLoadSummary {
   originBytes: number;
   /** Share of the edge's cacheable requests and body bytes it answered without the origin. */
   offload?: Offload;
+}
+
+/** Medians, in ms after navigation start. */
+export interface Milestones {
+  /** The HTML's last byte. */
+  html: number;
+  /** The last byte of the HTML and every asset. */
+  lastByte: number;
+  /** The document parsed (DOM interactive). */
+  parsed: number;
+  /** DOMContentLoaded handled: the page's script has run. */
+  domContentLoaded: number;
+  /** The load event handled. */
+  load: number;
+}
+
+/** One load, as the page's Navigation and Resource Timing tell it. */
+interface PageTiming {
+  milestones: Milestones;
+  requests: number;
+  bytes: number;
 }
 
 /** Shares answered by the edge alone, and the counts behind them. */
@@ -168,34 +191,34 @@ async function measure(
     bytes: link.bytesDown,
     edge: edgeUrl ? await edgeCounters(edgeUrl) : undefined,
   };
-  const loadMs: number[] = [];
-  const lastByteMs: number[] = [];
+  const timings: PageTiming[] = [];
   let requests = 0;
   let transferBytes = 0;
   for (let i = 0; i < loads; i++) {
     const context = await browser.newContext();
     const page = await context.newPage();
     await page.goto(url, { waitUntil: "load" });
-    const timing = (await page.evaluate(PAGE_TIMING)) as {
-      loadMs: number;
-      lastByteMs: number;
-      requests: number;
-      bytes: number;
-    };
+    const timing = (await page.evaluate(PAGE_TIMING)) as PageTiming;
     await context.close();
-    loadMs.push(Math.round(timing.loadMs));
-    lastByteMs.push(Math.round(timing.lastByteMs));
+    timings.push(timing);
     requests = timing.requests;
     transferBytes = timing.bytes;
-    if (setup !== "warm-up") say(`  ${setup}: page loaded in ${Math.round(timing.loadMs)} ms`);
+    const m = timing.milestones;
+    if (setup !== "warm-up")
+      say(
+        `  ${setup}: page loaded in ${m.load} ms (last byte ${m.lastByte} ms, DOMContentLoaded ${m.domContentLoaded} ms)`,
+      );
   }
   const after = edgeUrl ? await edgeCounters(edgeUrl) : undefined;
+  const loadMs = timings.map((t) => t.milestones.load);
+  const lastByteMs = timings.map((t) => t.milestones.lastByte);
   const summary: PageLoadSummary = {
     setup: setup === "warm-up" ? "warm edge" : setup,
     loadMs,
     median: median(loadMs),
     lastByteMs,
     lastByteMedian: median(lastByteMs),
+    milestones: medianMilestones(timings.map((t) => t.milestones)),
     requests,
     transferBytes,
     originConnections: link.connections - before.connections,
@@ -211,13 +234,30 @@ const PAGE_TIMING = `(() => {
   const assets = performance
     .getEntriesByType("resource")
     .filter((r) => new URL(r.name).pathname.startsWith("/assets/"));
+  const since = (t) => Math.round(t - nav.startTime);
   return {
-    loadMs: nav.loadEventEnd - nav.startTime,
-    lastByteMs: Math.max(nav.responseEnd, ...assets.map((r) => r.responseEnd)) - nav.startTime,
+    milestones: {
+      html: since(nav.responseEnd),
+      lastByte: since(Math.max(nav.responseEnd, ...assets.map((r) => r.responseEnd))),
+      parsed: since(nav.domInteractive),
+      domContentLoaded: since(nav.domContentLoadedEventEnd),
+      load: since(nav.loadEventEnd),
+    },
     requests: 1 + assets.length,
     bytes: nav.transferSize + assets.reduce((t, r) => t + r.transferSize, 0),
   };
 })()`;
+
+function medianMilestones(loads: Milestones[]): Milestones {
+  const of = (key: keyof Milestones) => median(loads.map((m) => m[key]));
+  return {
+    html: of("html"),
+    lastByte: of("lastByte"),
+    parsed: of("parsed"),
+    domContentLoaded: of("domContentLoaded"),
+    load: of("load"),
+  };
+}
 
 type EdgeCounters = Record<
   "hits" | "stale" | "misses" | "revalidations" | "fromCache" | "fromOrigin",
@@ -276,6 +316,7 @@ function merge(setup: PageSetup, runs: PageLoadSummary[]): PageLoadSummary {
     median: median(loadMs),
     lastByteMs,
     lastByteMedian: median(lastByteMs),
+    milestones: medianMilestones(runs.map((r) => r.milestones)),
     requests: runs[0]?.requests ?? 0,
     transferBytes: runs[0]?.transferBytes ?? 0,
     originConnections: sumOf((r) => r.originConnections),
@@ -290,6 +331,10 @@ function merge(setup: PageSetup, runs: PageLoadSummary[]): PageLoadSummary {
 }
 
 export function cdnTable(result: CdnResult): string {
+  return `${loadTable(result)}\n\nWhere a load's time goes (medians, ms after navigation start):\n\n${milestoneTable(result)}`;
+}
+
+function loadTable(result: CdnResult): string {
   const noEdge = result.setups[0]?.median ?? Number.NaN;
   const noEdgeLastByte = result.setups[0]?.lastByteMedian ?? Number.NaN;
   return markdownTable(
@@ -324,6 +369,30 @@ export function cdnTable(result: CdnResult): string {
       s.offload
         ? `${(s.offload.requests * 100).toFixed(0)} % / ${(s.offload.bytes * 100).toFixed(0)} %`
         : "—",
+    ]),
+  );
+}
+
+/** The network's milestones, then the browser's: what an edge can shorten and what it cannot. */
+function milestoneTable(result: CdnResult): string {
+  return markdownTable(
+    [
+      "setup",
+      "HTML's last byte",
+      "every asset's last byte",
+      "document parsed",
+      "DOMContentLoaded handled",
+      "load event handled",
+      "browser after the last byte",
+    ],
+    result.setups.map(({ setup, milestones: m }) => [
+      setup,
+      m.html,
+      m.lastByte,
+      m.parsed,
+      m.domContentLoaded,
+      m.load,
+      m.load - m.lastByte,
     ]),
   );
 }
