@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { createWriteStream, readFileSync } from "node:fs";
 
 export interface ProcessSpec {
@@ -24,6 +24,37 @@ export const RUN_TYPESCRIPT: readonly string[] = (process.features as { typescri
   .typescript
   ? []
   : ["--import", "ts-blank-space/register"];
+
+/** A Node.js binary to run servers on, with the arguments that make it run TypeScript. */
+export interface NodeRuntime {
+  command: string;
+  /** "v24.22.3" */
+  version: string;
+  typeScriptArgs: readonly string[];
+}
+
+/** The Node.js this process runs on. */
+export const CURRENT_RUNTIME: NodeRuntime = {
+  command: process.execPath,
+  version: process.version,
+  typeScriptArgs: RUN_TYPESCRIPT,
+};
+
+/** Another Node.js binary (a benchmark comparing runtimes): asks it its version and whether it strips types. */
+export function nodeRuntime(command: string): NodeRuntime {
+  const [version = "", strips = ""] = execFileSync(
+    command,
+    ["-p", "process.version + ' ' + Boolean(process.features.typescript)"],
+    { encoding: "utf8" },
+  )
+    .trim()
+    .split(" ");
+  return {
+    command,
+    version,
+    typeScriptArgs: strips === "true" ? [] : ["--import", "ts-blank-space/register"],
+  };
+}
 
 const live = new Set<ManagedProcess>();
 // A test runner or launcher that dies must not leave servers behind.

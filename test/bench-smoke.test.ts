@@ -19,6 +19,7 @@ import { rampPlot, rampTable, runRamp, startGenerators } from "../bench/src/ramp
 import { runTsung, tsungTable } from "../bench/src/tsung/tsung.ts";
 import { runWire, WIRE_TRANSPORTS, wirePlot, wireTable } from "../bench/src/wire/wire.ts";
 import { findFreePort } from "../cluster/launcher.ts";
+import { nodeRuntime } from "../cluster/process.ts";
 
 /**
  * Smoke-sized runs of every benchmark, so the scripts cannot rot: each must produce sane
@@ -231,12 +232,18 @@ describe("benchmarks, smoke-sized", () => {
     ["gateway", benchGateway],
     ["edge", benchEdge],
   ] as const) {
-    it(`${kind}: ours and every installed peer answer under load, side by side, round by round`, async () => {
-      const result = await run({ durationS: 1, connections: 4, rounds: 2 }, () => {});
+    it(`${kind}: ours and every installed peer answer under load, side by side, round by round, each Node server on a second runtime too`, async () => {
+      // A second runtime as --also-node gives one; this machine's own binary stands in for it.
+      const otherRuntimes = [nodeRuntime(process.execPath)];
+      const options = { durationS: 1, connections: 4, rounds: 2, otherRuntimes };
+      const result = await run(options, () => {});
       const servers = [...new Set(result.runs.map((r) => r.server))];
-      expect(servers.some((s) => s.includes("ours"))).toBe(true);
-      // gateway: direct, ours, bare http-proxy-3, the bare node:http proxy, HAProxy; edge: ours, nginx, Varnish
-      expect(servers.length).toBe(kind === "gateway" ? 5 : 3);
+      const ours = `${kind} (ours)`;
+      expect(servers).toContain(ours);
+      expect(servers).toContain(`${ours} on Node ${process.version}`);
+      // gateway: direct, ours, bare http-proxy-3, the bare node:http proxy (each of those three
+      // twice), HAProxy; edge: ours (twice), nginx, Varnish
+      expect(servers.length).toBe(kind === "gateway" ? 8 : 4);
       expect(result.runs.map((r) => r.round).filter((round) => round === 2)).toHaveLength(
         servers.length,
       );
@@ -246,6 +253,9 @@ describe("benchmarks, smoke-sized", () => {
       }
       const summary = proxySummary(result);
       for (const server of servers) expect(summary).toContain(`| ${server} | 2 |`);
+      // Every ratio is taken against ours on the benchmark's own runtime.
+      const oursRow = summary.split("\n").find((line) => line.startsWith(`| ${ours} | 2 |`));
+      expect(oursRow).toContain("| 1.00 (1.00–1.00) |");
       const dir = writeRun(
         kind,
         result,

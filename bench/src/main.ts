@@ -5,6 +5,7 @@
  */
 import { parseArgs } from "node:util";
 import { z } from "zod";
+import { nodeRuntime } from "../../cluster/process.ts";
 import { cdnPlot, cdnTable, runPageLoads } from "./cdn/page-load.ts";
 import { type CensusResult, censusPlot, censusTable, runCensus } from "./fanout/census.ts";
 import { type FanoutResult, fanoutPlot, fanoutTable, runFanout } from "./fanout/fanout.ts";
@@ -39,8 +40,11 @@ benchmarks:
   gateway our gateway against HAProxy, http-proxy-3 alone and a bare node:http proxy (and
           no proxy), one core each, same origin (nginx): requests per second and latency
           with wrk.                        --duration 10  --connections 64  --repeat 1
+          --also-node <node binary>: every Node server also runs on that Node.js
+          in each round (repeatable), e.g. the Docker image's Node 24
   edge    our edge against nginx proxy_cache and Varnish, one core each: cache hits per
           second on a 32 KiB asset.        --duration 10  --connections 64  --repeat 1
+          --also-node <node binary>
 
   wire    the thesis's client table (7.1): two clients each send "this is a chat message!"
           every 2.5 s over polling (1 s), long polling, SSE and WebSocket; tcpdump counts
@@ -96,17 +100,20 @@ const { values, positionals } = parseArgs({
     smoke: { type: "boolean", default: false },
     direct: { type: "boolean", default: false },
     out: { type: "string" },
+    "also-node": { type: "string", multiple: true, default: [] },
     help: { type: "boolean", default: false },
   },
 });
 
 const say = (line: string) => process.stderr.write(`${line}\n`);
 
-/** Prints the table and writes the run's JSON (with the command), plot and table. */
+/** Prints the table and writes the run's JSON (with the command and runtime), plot and table. */
 function publish(name: string, result: object, table: string, svg: string): void {
   console.log(table);
   const command = process.argv.slice(2).join(" ");
-  const dir = writeRun(name, { command, ...result }, table, svg, values.out);
+  // Every process a benchmark starts runs on this Node (process.execPath): the figures are its.
+  const runtime = `Node.js ${process.version}`;
+  const dir = writeRun(name, { command, runtime, ...result }, table, svg, values.out);
   console.log(`\nwrote ${dir}/{result.json,plot.svg,table.md}`);
 }
 const count = z.coerce.number().int().positive();
@@ -188,6 +195,7 @@ async function proxies(kind: "gateway" | "edge"): Promise<void> {
     durationS: values.smoke ? 1 : (flags.duration ?? 10),
     connections: values.smoke ? 4 : flags.connections,
     rounds: values.smoke ? 1 : flags.repeat,
+    otherRuntimes: (values["also-node"] ?? []).map(nodeRuntime),
   };
   say(
     `[bench] ${kind}: ${options.durationS} s per server, ${options.connections} connections, one core each, ${options.rounds} round(s)`,
@@ -343,4 +351,5 @@ if (values.help || !run) {
   console.error(USAGE);
   process.exit(2);
 }
+say(`[bench] ${positionals[0]} on Node.js ${process.version} (${process.execPath})`);
 await run();

@@ -2,7 +2,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { REPO_ROOT } from "../../../cluster/launcher.ts";
-import { ManagedProcess, RUN_TYPESCRIPT } from "../../../cluster/process.ts";
+import { CURRENT_RUNTIME, ManagedProcess, type NodeRuntime } from "../../../cluster/process.ts";
 
 /**
  * The servers the proxy benchmarks compare, each started from Debian's packages (or ours)
@@ -42,10 +42,16 @@ function pinnedScript(
   script: string,
   args: string[],
   dir: string,
+  runtime: NodeRuntime,
   env?: NodeJS.ProcessEnv,
 ) {
-  return pinned(name, cores, process.execPath, [...RUN_TYPESCRIPT, script, ...args], dir, env);
+  const command = [...runtime.typeScriptArgs, script, ...args];
+  return pinned(name, cores, runtime.command, command, dir, env);
 }
+
+/** A Node server's name, with its runtime when that is not the one the benchmark runs on. */
+const onRuntime = (name: string, runtime: NodeRuntime) =>
+  runtime === CURRENT_RUNTIME ? name : `${name} on Node ${runtime.version}`;
 
 async function ready(server: Server, path = "/ok"): Promise<Server> {
   server.process.start();
@@ -100,7 +106,13 @@ events { worker_connections 16384; }`;
 }
 
 /** Our gateway with one worker, its upstream the origin. */
-export async function startGateway(dir: string, port: number, origin: Server, cores: string) {
+export async function startGateway(
+  dir: string,
+  port: number,
+  origin: Server,
+  cores: string,
+  runtime = CURRENT_RUNTIME,
+) {
   const env = {
     ...process.env,
     PORT: String(port),
@@ -111,17 +123,18 @@ export async function startGateway(dir: string, port: number, origin: Server, co
     SLOW_START_MS: "0",
   };
   return ready({
-    name: "gateway (ours)",
+    name: onRuntime("gateway (ours)", runtime),
     url: `http://127.0.0.1:${port}`,
-    process: pinnedScript("gateway", cores, "gateway/src/main.ts", [], dir, env),
+    process: pinnedScript("gateway", cores, "gateway/src/main.ts", [], dir, runtime, env),
   });
 }
 
 /** A proxy from this folder that takes `<port> <upstream host:port>`, on `cores`. */
 const bareProxy =
-  (name: string, script: string) => (dir: string, port: number, origin: Server, cores: string) =>
+  (name: string, script: string) =>
+  (dir: string, port: number, origin: Server, cores: string, runtime = CURRENT_RUNTIME) =>
     ready({
-      name,
+      name: onRuntime(name, runtime),
       url: `http://127.0.0.1:${port}`,
       process: pinnedScript(
         script,
@@ -129,6 +142,7 @@ const bareProxy =
         `bench/src/proxies/${script}.ts`,
         [String(port), new URL(origin.url).host],
         dir,
+        runtime,
       ),
     });
 
@@ -169,13 +183,19 @@ backend nodes
 }
 
 /** Our edge cache in front of the origin. */
-export async function startEdge(dir: string, port: number, origin: Server, cores: string) {
+export async function startEdge(
+  dir: string,
+  port: number,
+  origin: Server,
+  cores: string,
+  runtime = CURRENT_RUNTIME,
+) {
   const env = { ...process.env, PORT: String(port), ORIGIN_URL: origin.url, LOG_LEVEL: "warn" };
   return ready(
     {
-      name: "edge (ours)",
+      name: onRuntime("edge (ours)", runtime),
       url: `http://127.0.0.1:${port}`,
-      process: pinnedScript("edge", cores, "static/src/main.ts", [], dir, env),
+      process: pinnedScript("edge", cores, "static/src/main.ts", [], dir, runtime, env),
     },
     ASSET_PATH,
   );

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { findFreePort } from "../../../cluster/launcher.ts";
+import type { NodeRuntime } from "../../../cluster/process.ts";
 import { barChart, cpuSeconds, markdownTable, median, medianAndRange } from "../output.ts";
 import {
   ASSET_PATH,
@@ -105,27 +106,56 @@ async function withUnloaded(
   return { ...saturated, unloadedP50Ms: unloaded.latencyMs.p50 };
 }
 
-type Starter = (dir: string, port: number, origin: Server, cores: string) => Promise<Server>;
+type Starter = (
+  dir: string,
+  port: number,
+  origin: Server,
+  cores: string,
+  runtime?: NodeRuntime,
+) => Promise<Server>;
 
 /** Seconds of wrk per server, its connections, and how many rounds of every server. */
 export interface ProxyBenchOptions {
   durationS: number;
   connections: number;
   rounds: number;
+  /** Other Node.js binaries each Node server also runs on, in every round. */
+  otherRuntimes: NodeRuntime[];
 }
+
+/** The servers of a round: each peer, and each Node peer again on every other runtime. */
+function withOtherRuntimes(
+  peers: Array<[string, Starter]>,
+  runtimes: NodeRuntime[],
+): Array<[string, Starter]> {
+  return peers.flatMap(
+    ([command, start]): Array<[string, Starter]> => [
+      [command, start],
+      ...(command === "node"
+        ? runtimes.map((runtime): [string, Starter] => [
+            command,
+            (dir, port, origin, cores) => start(dir, port, origin, cores, runtime),
+          ])
+        : []),
+    ],
+  );
+}
+
+/** Ours on the benchmark's own runtime: what every ratio is taken against. */
+const isOurs = (server: string) => server === "gateway (ours)" || server === "edge (ours)";
 
 async function compare(
   kind: "gateway" | "edge",
   path: string,
   peers: Array<[string, Starter]>,
-  options: { durationS: number; connections: number; rounds: number },
+  options: ProxyBenchOptions,
   say: (line: string) => void,
 ): Promise<ProxyBenchResult> {
   const { durationS, connections, rounds } = options;
   const dir = await mkdtemp(join(tmpdir(), `chat-bench-${kind}-`));
   const origin = await startOrigin(dir, await findFreePort(), LOAD_CORE);
   const runs: WrkFigures[] = [];
-  const present = peers.filter(([command]) => {
+  const present = withOtherRuntimes(peers, options.otherRuntimes).filter(([command]) => {
     if (!installed(command))
       say(`  ${command} is not installed; skipped (apt-get install ${command})`);
     return installed(command);
@@ -213,7 +243,7 @@ export function proxyTable(result: ProxyBenchResult): string {
       gateway ? "added p50 ms, one connection" : "—",
     ],
     result.runs.map((r) => {
-      const ours = sameRound(result, r, (s) => s.includes("ours"));
+      const ours = sameRound(result, r, isOurs);
       const direct = sameRound(result, r, (s) => s.startsWith("origin"));
       return [
         ...(rounds ? [r.round ?? 1] : []),
@@ -249,7 +279,7 @@ export function proxySummary(result: ProxyBenchResult): string {
     servers.map((server) => {
       const runs = result.runs.filter((r) => r.server === server);
       const ratios = runs.flatMap((r) => {
-        const ours = sameRound(result, r, (s) => s.includes("ours"));
+        const ours = sameRound(result, r, isOurs);
         return ours ? [ours.requestsPerSecond / r.requestsPerSecond] : [];
       });
       const lone = runs.flatMap((r) => (r.unloadedP50Ms === undefined ? [] : [r.unloadedP50Ms]));
