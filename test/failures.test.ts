@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { Redis } from "ioredis";
 import pg from "pg";
 import { describe, expect, it } from "vitest";
 import {
@@ -78,6 +79,36 @@ describe("failures", () => {
       .toEqual(["before", "while Redis is down"]);
     await cluster.startRedis();
     receiver.close();
+  });
+
+  it("a publish lost while only the sender's Redis connection was down reaches nodes that never lost theirs", async () => {
+    const room = freshRoom("lostpublish");
+    const receivers = [1, 2].map((i) => receive("sse", () => cluster.nodeUrl(i), room));
+    await sendReliably(() => cluster.nodeUrl(0), room, "before", randomUUID());
+    for (const receiver of receivers)
+      await expect.poll(() => receiver.messages.length, { timeout: 10_000 }).toBe(1);
+    // Every node's subscriber stays up, so no reconnect sweep runs; the regular sweep is a
+    // minute away. Only the publishing connections are cut.
+    const redis = new Redis(cluster.redisUrl);
+    const clients = String(await redis.client("LIST")).split("\n");
+    const publishers = clients.filter(
+      (line) =>
+        / name=chat-node:\S+ /.test(line) &&
+        !/ name=\S+:alive /.test(line) && // presence's own connection
+        / sub=0 psub=0 /.test(line),
+    );
+    expect(publishers.length).toBeGreaterThan(0);
+    for (const line of publishers)
+      await redis.client("KILL", "ID", /^id=(\d+)/.exec(line)?.[1] ?? "");
+    await redis.quit();
+    await sleep(20); // the nodes see their connections close; they reconnect 100 ms later
+    await sendReliably(() => cluster.nodeUrl(0), room, "while publishing failed", randomUUID());
+    for (const receiver of receivers) {
+      await expect
+        .poll(() => receiver.messages.map((m) => m.body), { timeout: 5_000 })
+        .toEqual(["before", "while publishing failed"]);
+      receiver.close();
+    }
   });
 
   it("a stalled Redis (SIGSTOP) leaves /readyz quick and ready, degraded: the gateway keeps every node", async () => {

@@ -5,6 +5,7 @@ import type { MessageStore } from "../storage/message-store.ts";
 import type { RedisBus } from "./redis-bus.ts";
 import { RoomFeed } from "./room-feed.ts";
 import { Delivery, type Recipient, Subscription } from "./subscription.ts";
+import { SweepTimer } from "./sweep-timer.ts";
 
 const REPLAY_PAGE = 500;
 
@@ -42,7 +43,7 @@ interface FollowedRoom {
 export class DeliveryHub {
   readonly #feeds = new Map<string, FollowedRoom>();
   readonly #lingering = new Map<string, NodeJS.Timeout>();
-  #sweepTimer: NodeJS.Timeout | undefined;
+  readonly #sweeps = new SweepTimer(() => void this.#sweep());
   #closed = false;
   readonly #store: MessageStore;
   readonly #bus: RedisBus;
@@ -110,7 +111,7 @@ export class DeliveryHub {
 
   async close(): Promise<void> {
     this.#closed = true;
-    clearTimeout(this.#sweepTimer);
+    this.#sweeps.cancel();
     for (const timer of this.#lingering.values()) clearTimeout(timer);
     for (const { feed } of this.#feeds.values()) feed.close();
     this.#feeds.clear();
@@ -193,9 +194,7 @@ export class DeliveryHub {
   }
 
   #sweepSoon(delay: number): void {
-    if (this.#closed) return;
-    clearTimeout(this.#sweepTimer);
-    this.#sweepTimer = setTimeout(() => void this.#sweep(), delay);
+    if (!this.#closed) this.#sweeps.schedule(delay);
   }
 
   /** Catches every followed room up to its head in Postgres; Redis's safety net and stand-in. */

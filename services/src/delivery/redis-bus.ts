@@ -28,7 +28,9 @@ const roomOf = (channel: string) => channel.slice("chat:room:".length);
  * Redis pub/sub between nodes. One publisher and one subscriber connection per node,
  * whatever the number of clients; the node subscribes only to rooms it has local
  * subscribers in. Publishing is best effort: a lost publish is a gap the feeds fill
- * from Postgres, so it never queues while Redis is away.
+ * from Postgres, so it never queues while Redis is away. Only each room's latest failed
+ * publish is kept and sent again once the publisher is back: nodes whose subscriber came
+ * back first would otherwise not learn of it until their next sweep.
  */
 export class RedisBus {
   readonly #publisher: Redis;
@@ -41,6 +43,8 @@ export class RedisBus {
   readonly #log: Logger;
   #events: BusEvents | undefined;
   #up = false;
+  /** Per room, the latest message whose publish failed: seq and envelope. */
+  readonly #unpublished = new Map<string, { seq: number; payload: string }>();
 
   constructor(url: string, nodeId: string, metrics: NodeMetrics, log: Logger) {
     this.#nodeId = nodeId;
@@ -60,6 +64,7 @@ export class RedisBus {
     this.#watch(this.#publisher, "publish");
     this.#watch(this.#subscriber, "subscribe");
     this.#subscriber.on("ready", () => void this.#resubscribe());
+    this.#publisher.on("ready", () => void this.#republish());
     this.#subscriber.on("close", () => this.#setUp(false));
     this.#subscriber.on("message", (channel: string, payload: string) =>
       this.#receive(channel, payload),
@@ -102,11 +107,27 @@ export class RedisBus {
 
   async publish(message: Message, committedAt: number): Promise<void> {
     const envelope: Envelope = { kind: "message", message, committedAt, node: this.#nodeId };
+    const payload = JSON.stringify(envelope);
     try {
-      await this.#publisher.publish(channelFor(message.room), JSON.stringify(envelope));
+      await this.#publisher.publish(channelFor(message.room), payload);
     } catch (error) {
       this.#metrics.redisErrors.inc({ op: "publish" });
-      this.#log.debug({ err: error }, "publish failed; other nodes will read it from Postgres");
+      this.#log.debug({ err: error }, "publish failed; sent again once Redis is back");
+      const latest = this.#unpublished.get(message.room);
+      if (!latest || latest.seq < message.seq)
+        this.#unpublished.set(message.room, { seq: message.seq, payload });
+    }
+  }
+
+  /** Other nodes fill the gap up to a re-sent message from Postgres. */
+  async #republish(): Promise<void> {
+    for (const [room, entry] of this.#unpublished) {
+      try {
+        await this.#publisher.publish(channelFor(room), entry.payload);
+        if (this.#unpublished.get(room) === entry) this.#unpublished.delete(room);
+      } catch {
+        return; // down again: the next "ready" sends what is left
+      }
     }
   }
 
