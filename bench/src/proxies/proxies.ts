@@ -141,8 +141,8 @@ function withOtherRuntimes(
   );
 }
 
-/** Ours on the benchmark's own runtime: what every ratio is taken against. */
-const isOurs = (server: string) => server === "gateway (ours)" || server === "edge (ours)";
+/** Ours on the benchmark's own runtime ("… (ours)"; on another, "… (ours) on Node …"): what every ratio is taken against. */
+const isOurs = (server: string) => server.endsWith("(ours)");
 
 async function compare(
   kind: "gateway" | "edge",

@@ -7,7 +7,8 @@
 export class SweepTimer {
   readonly #sweep: () => void;
   #timer: NodeJS.Timeout | undefined;
-  #dueAt = Number.POSITIVE_INFINITY;
+  /** When the pending run is due; meaningful only while `#timer` is set. */
+  #dueAt = 0;
 
   constructor(sweep: () => void) {
     this.#sweep = sweep;
@@ -21,7 +22,6 @@ export class SweepTimer {
     this.#dueAt = dueAt;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
-      this.#dueAt = Number.POSITIVE_INFINITY;
       this.#sweep();
     }, delayMs);
   }
@@ -29,6 +29,5 @@ export class SweepTimer {
   cancel(): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    this.#dueAt = Number.POSITIVE_INFINITY;
   }
 }
