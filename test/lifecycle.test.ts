@@ -8,7 +8,7 @@ import { createNodeMetrics } from "../services/src/metrics.ts";
 import { Database } from "../services/src/storage/database.ts";
 import { migrate } from "../services/src/storage/migrate.ts";
 import { fixed, receive, send, sleep } from "./support/clients.ts";
-import { freshRoom, useCluster } from "./support/cluster.ts";
+import { freshRoom, metric, storedSeqs, useCluster } from "./support/cluster.ts";
 
 const cluster = await useCluster({
   nodes: 2,
@@ -172,6 +172,82 @@ describe("Postgres connections", () => {
       client.release();
       expect(db.primary.totalCount).toBe(0);
       expect(await db.write("SELECT 1 AS one")).toEqual([{ one: 1 }]);
+    } finally {
+      await db.close();
+    }
+  });
+});
+
+describe("a node whose Postgres connections are all busy", () => {
+  const onePerPool = (nodeId: string) =>
+    loadNodeConfig({
+      PORT: "0",
+      NODE_ID: nodeId,
+      DRAIN_GRACE_MS: "0",
+      DATABASE_URL: cluster.primaryUrl,
+      DATABASE_REPLICA_URL: cluster.replicaUrl,
+      REDIS_URL: cluster.redisUrl,
+      PG_POOL_MAX: "1",
+      PG_POOL_MIN: "1",
+      PG_CONNECT_TIMEOUT_MS: "300",
+    });
+
+  it("answers a send that cannot get a connection with 503 overloaded, and its resend stores it once", async () => {
+    const { createChatNode } = await import("../services/src/node.ts");
+    const node = createChatNode(onePerPool("busy-writes"), silent);
+    const url = `http://127.0.0.1:${await node.start()}`;
+    const room = freshRoom("busy");
+    const locker = new pg.Client({ connectionString: cluster.primaryUrl });
+    await locker.connect();
+    try {
+      await send(url, room, "before");
+      // The room's row locked elsewhere: the next send holds the node's one connection, waiting.
+      await locker.query("BEGIN");
+      await locker.query("SELECT 1 FROM rooms WHERE name = $1 FOR UPDATE", [room]);
+      const held = send(url, room, "held", { clientId: "held-1" });
+      await sleep(100);
+      const shed = await fetch(`${url}/api/rooms/${room}/messages`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ body: "shed", client_id: "shed-1" }),
+      });
+      expect(shed.status).toBe(503);
+      expect(shed.headers.get("retry-after")).toBe("1");
+      expect(await shed.json()).toMatchObject({ error: { code: "overloaded", retryable: true } });
+      // Reads have their own pool on the replica and go on meanwhile.
+      const read = await fetch(`${url}/api/rooms/${room}/messages?after=0`);
+      expect(read.status).toBe(200);
+
+      await locker.query("COMMIT");
+      expect((await held).message.seq).toBe(2);
+      const resent = await send(url, room, "shed", { clientId: "shed-1" });
+      expect(resent).toMatchObject({ status: 201, message: { seq: 3, body: "shed" } });
+      expect(await storedSeqs(cluster, room)).toEqual([1, 2, 3]);
+      expect(await metric(url, 'chat_pg_pool_timeouts_total{pool="primary"')).toBe(1);
+      expect(await metric(url, "chat_postgres_errors_total")).toBe(0);
+    } finally {
+      await locker.end();
+      await node.stop();
+    }
+  });
+
+  it("a busy replica is not taken for a down one: the read goes to the primary, the next to the replica", async () => {
+    const config = onePerPool("busy-reads");
+    const metrics = createNodeMetrics(config.NODE_ID);
+    const db = new Database(config, metrics, silent);
+    const servedBy = async () =>
+      (await db.read<{ replica: boolean }>("SELECT pg_is_in_recovery() AS replica", []))[0]
+        ?.replica;
+    try {
+      expect(await servedBy()).toBe(true);
+      const held = await (db.replica as pg.Pool).connect();
+      expect(await servedBy()).toBe(false);
+      held.release();
+      expect(await servedBy()).toBe(true);
+      const fallbacks = await metrics.replicaFallbacks.get();
+      expect(fallbacks.values).toContainEqual(
+        expect.objectContaining({ labels: expect.objectContaining({ reason: "busy" }), value: 1 }),
+      );
     } finally {
       await db.close();
     }

@@ -51,7 +51,7 @@ describe("Prometheus and Grafana configuration", () => {
       writeFileSync(join(dir, "targets", `${job}.json`), "[]");
     const check = (...args: string[]) =>
       execFileSync("promtool", ["check", ...args], { cwd: dir, encoding: "utf8" });
-    expect(check("rules", "rules/chat.rules.yml")).toContain("SUCCESS: 10 rules found");
+    expect(check("rules", "rules/chat.rules.yml")).toContain("SUCCESS: 11 rules found");
     expect(check("config", "prometheus.yml")).toContain("is valid prometheus config");
     expect(check("config", "prometheus.local.yml")).toContain("is valid prometheus config");
   });
@@ -62,6 +62,7 @@ describe("Prometheus and Grafana configuration", () => {
       [
         "ChatDeliveryLatencyHigh",
         "ChatNodeDown",
+        "ChatNodeShedding",
         "EdgeHitRatioDropped",
         "GatewayNoHealthyUpstream",
         "PostgresReplicaLagging",

@@ -25,6 +25,8 @@ const nodeSettings = z.object({
   PG_POOL_MIN: env.int(4, 0, 1000),
   /** An idle connection above PG_POOL_MIN is closed after this long. */
   PG_POOL_IDLE_MS: env.int(10_000, 100),
+  /** Bounds both opening a connection and waiting for a pooled one: a node whose every
+   * connection stays busy this long answers 503 `overloaded` rather than queueing on. */
   PG_CONNECT_TIMEOUT_MS: env.int(2000, 100),
   PG_STATEMENT_TIMEOUT_MS: env.int(5000, 100),
   /** Each dependency check of /readyz (Postgres, Redis): slower counts as failed. */

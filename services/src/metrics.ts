@@ -66,6 +66,12 @@ export function createNodeMetrics(nodeId: string) {
       labelNames: ["pool"] as const,
       registers,
     }),
+    pgPoolTimeouts: new Counter({
+      name: "chat_pg_pool_timeouts_total",
+      help: "Queries that gave up after waiting PG_CONNECT_TIMEOUT_MS for a pooled connection, by pool",
+      labelNames: ["pool"] as const,
+      registers,
+    }),
     pgUp: new Gauge({
       name: "chat_pg_up",
       help: "1 while the configured Postgres server (pool primary or replica) answers",

@@ -1,4 +1,4 @@
-import type { Logger } from "@chat/shared";
+import { ChatError, type Logger } from "@chat/shared";
 import pg from "pg";
 import type { NodeConfig } from "../config.ts";
 import type { NodeMetrics } from "../metrics.ts";
@@ -16,6 +16,24 @@ type PoolName = "primary" | "replica";
 
 const queryOf = (statement: Statement, values: unknown[]): pg.QueryConfig =>
   typeof statement === "string" ? { text: statement, values } : { ...statement, values };
+
+/**
+ * What pg-pool throws when a query waited PG_CONNECT_TIMEOUT_MS for a connection while all
+ * PG_POOL_MAX were busy: the node is behind, not the server down (a failed connect differs).
+ */
+const POOL_WAIT_TIMEOUT = "timeout exceeded when trying to connect";
+const isPoolWaitTimeout = (error: unknown) =>
+  error instanceof Error && error.message === POOL_WAIT_TIMEOUT;
+
+const overloaded = (cause: unknown) =>
+  new ChatError(
+    "overloaded",
+    "this node is overloaded: all its Postgres connections are busy; retry (a send with the same client_id)",
+    {
+      retryAfter: 1,
+      cause,
+    },
+  );
 
 /** Errors after which the server taking writes may have changed (down, shut down, demoted). */
 const ROLE_CHANGE_CODES = new Set(["57P01", "57P02", "57P03", "25006", "08006", "08001"]);
@@ -53,6 +71,9 @@ export class Database {
     };
     metrics.pgWriter.set({ pool: "primary" }, 1);
     metrics.pgPoolMax.set(config.PG_POOL_MAX);
+    // Exported at 0 from the start, so dashboards and alerts see the series before a timeout.
+    for (const [name, pool] of Object.entries(this.#pools))
+      if (pool) metrics.pgPoolTimeouts.inc({ pool: name }, 0);
   }
 
   /** The pool taking writes now: the configured primary, or the replica once promoted. */
@@ -98,6 +119,10 @@ export class Database {
     try {
       return (await this.primary.query<R>(queryOf(sql, params))).rows;
     } catch (error) {
+      if (isPoolWaitTimeout(error)) {
+        this.#metrics.pgPoolTimeouts.inc({ pool: this.#writer });
+        throw overloaded(error);
+      }
       this.#metrics.postgresErrors.inc({ pool: this.#writer });
       if (mayMeanRoleChange(error)) void this.checkRoles();
       throw error;
@@ -117,7 +142,9 @@ export class Database {
         if (isFresh(rows)) return rows;
         this.#metrics.replicaFallbacks.inc({ reason: "lag" });
       } catch (error) {
-        this.#markReplicaDown(error);
+        // A replica whose connections are all busy is up: the primary may have room to spare.
+        if (isPoolWaitTimeout(error)) this.#replicaBusy();
+        else this.#markReplicaDown(error);
       }
     }
     return this.write<R>(sql, params);
@@ -222,6 +249,11 @@ export class Database {
       gauge.set({ pool: name, state: "idle" }, pool.idleCount);
       gauge.set({ pool: name, state: "waiting" }, pool.waitingCount);
     }
+  }
+
+  #replicaBusy(): void {
+    this.#metrics.pgPoolTimeouts.inc({ pool: "replica" });
+    this.#metrics.replicaFallbacks.inc({ reason: "busy" });
   }
 
   #markReplicaDown(error: unknown): void {
