@@ -212,6 +212,7 @@ export function deliveryFigures(arrivals: Map<string, bigint[]>, sentAt: Map<str
     }
   }
   latencies.sort((a, b) => a - b);
+  // biome-ignore lint/complexity/useMathMinMax: bigints, which Math.min does not take
   const first = [...sentAt.values()].reduce((a, b) => (a < b ? a : b));
   const seconds = Number(last - first) / 1e9;
   const round = (n: number) => Math.round(n * 10) / 10;
