@@ -4,13 +4,21 @@ import { get, type IncomingMessage } from "node:http";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import pg from "pg";
 import { Socket } from "phoenix";
 import { describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { GatewayProcess } from "../cluster/gateway.ts";
 import { findFreePort, REPO_ROOT } from "../cluster/launcher.ts";
 import { fixed, range, receive, seqs, sleep } from "./support/clients.ts";
-import { freshRoom, metric, storedSeqs, useCluster } from "./support/cluster.ts";
+import {
+  freshRoom,
+  inProcessNode,
+  metric,
+  ONE_PG_CONNECTION,
+  storedSeqs,
+  useCluster,
+} from "./support/cluster.ts";
 import { joinRoom } from "./support/phoenix.ts";
 
 const cluster = await useCluster({
@@ -113,6 +121,27 @@ const refusedWith = (code: string) => ({
 
 const stateOf = async (port: number) =>
   (await status()).upstreams.find((u) => u.address.endsWith(`:${port}`))?.state;
+
+/** A one-worker gateway beside the cluster's, with its own settings, to the given node URLs. */
+async function extraGateway(
+  env: Record<string, string>,
+  nodeUrls = cluster.nodes.map((node) => node.url),
+) {
+  const dir = await mkdtemp(join(tmpdir(), "chat-extra-gateway-"));
+  const adminPort = await findFreePort();
+  const process = new GatewayProcess({
+    repoRoot: REPO_ROOT,
+    port: await findFreePort(),
+    adminPort,
+    dataDir: dir,
+    logDir: dir,
+    output: "pipe-to-file",
+    workers: 1,
+    env,
+  });
+  process.setUpstreams(nodeUrls.map((url) => new URL(url).host));
+  return { process, admin: `http://127.0.0.1:${adminPort}` };
+}
 
 describe("the gateway", () => {
   it("balances without stickiness: consecutive requests of one client reach every node", async () => {
@@ -262,25 +291,16 @@ describe("the gateway", () => {
   });
 
   it("over MAX_CONNECTIONS or MAX_NEW_CONNECTIONS_PER_IP it answers 503 or 429 with Retry-After, not a hang-up", async () => {
-    const dir = await mkdtemp(join(tmpdir(), "chat-strict-gateway-"));
-    const adminPort = await findFreePort();
-    const strict = new GatewayProcess({
-      repoRoot: REPO_ROOT,
-      port: await findFreePort(),
-      adminPort,
-      dataDir: dir,
-      logDir: dir,
-      output: "pipe-to-file",
-      workers: 1,
-      env: { MAX_CONNECTIONS: "3", MAX_NEW_CONNECTIONS_PER_IP: "2" },
+    const { process: strict, admin } = await extraGateway({
+      MAX_CONNECTIONS: "3",
+      MAX_NEW_CONNECTIONS_PER_IP: "2",
     });
-    strict.setUpstreams(cluster.nodes.map((node) => new URL(node.url).host));
     await strict.start();
     const http = `${strict.url}/api/rooms`;
     const ws = `${strict.url.replace("http", "ws")}/socket/websocket?vsn=2.0.0`;
     let nextAddress = 10;
     const fresh = () => `127.0.0.${nextAddress++}`; // a full token bucket each
-    const admitted = () => metric(`http://127.0.0.1:${adminPort}`, "gateway_client_connections");
+    const admitted = () => metric(admin, "gateway_client_connections");
     try {
       await expect.poll(admitted, { timeout: 10_000 }).toBe(0); // the launcher's health check closed
       // Three held connections reach the limit; the fourth is answered 503, upgrade or not.
@@ -315,19 +335,63 @@ describe("the gateway", () => {
     }
   });
 
+  it("a send a node sheds as 503 overloaded is retried on another node; with none left, the node's answer goes back", async () => {
+    const busy = await inProcessNode(cluster, { NODE_ID: "busy", ...ONE_PG_CONNECTION });
+    const busyUrl = busy.url;
+    const other = cluster.nodes.find((node) => node.running)?.url ?? "";
+    // Checked ready once, before the node gets busy.
+    const checkedOnce = { HEALTH_INTERVAL_MS: "600000" };
+    const both = await extraGateway(checkedOnce, [busyUrl, other]);
+    const alone = await extraGateway(checkedOnce, [busyUrl]);
+    const locker = new pg.Client({ connectionString: cluster.primaryUrl });
+    const [locked, room] = [freshRoom("locked"), freshRoom("shed")];
+    const post = (url: string, to: string, i: number) =>
+      fetch(`${url}/api/rooms/${to}/messages`, {
+        method: "POST",
+        body: JSON.stringify({ body: `m${i}`, client_id: `shed-${i}` }),
+      });
+    try {
+      await Promise.all([both.process.start(), alone.process.start(), locker.connect()]);
+      expect((await post(busyUrl, locked, 0)).status).toBe(201);
+      // The busy node's one connection waits on a locked row: every other send it gets is shed.
+      await locker.query("BEGIN");
+      await locker.query("SELECT 1 FROM rooms WHERE name = $1 FOR UPDATE", [locked]);
+      const held = post(busyUrl, locked, 1);
+      await sleep(100);
+
+      // One by one, each has even odds of reaching the busy node first.
+      const nodes: string[] = [];
+      for (const i of range(1, 20)) {
+        const response = await post(both.process.url, room, i);
+        expect(response.status).toBe(201);
+        nodes.push(response.headers.get("x-chat-node") ?? "");
+      }
+      expect(nodes).not.toContain("busy");
+      expect(await metric(both.admin, 'gateway_retries_total{reason="overloaded"')).toBeGreaterThan(
+        0,
+      );
+      expect(await metric(busyUrl, "chat_pg_pool_timeouts_total")).toBeGreaterThan(0);
+      expect(await storedSeqs(cluster, room)).toEqual(range(1, 20));
+
+      const shed = await post(alone.process.url, room, 21);
+      expect(shed.status).toBe(503);
+      expect(shed.headers.get("retry-after")).toBe("1");
+      expect(shed.headers.get("x-chat-overloaded")).toBeNull();
+      expect(await shed.json()).toMatchObject({ error: { code: "overloaded", retryable: true } });
+
+      await locker.query("COMMIT");
+      expect((await held).status).toBe(201);
+      expect((await post(alone.process.url, room, 21)).status).toBe(201);
+      expect(await storedSeqs(cluster, room)).toEqual(range(1, 21));
+    } finally {
+      await locker.end();
+      await Promise.all([both.process.stop(), alone.process.stop()]);
+      await busy.stop();
+    }
+  });
+
   it("closes a tunnel idle for STREAM_IDLE_TIMEOUT_MS, and keeps one with traffic open", async () => {
-    const dir = await mkdtemp(join(tmpdir(), "chat-idle-gateway-"));
-    const idle = new GatewayProcess({
-      repoRoot: REPO_ROOT,
-      port: await findFreePort(),
-      adminPort: await findFreePort(),
-      dataDir: dir,
-      logDir: dir,
-      output: "pipe-to-file",
-      workers: 1,
-      env: { STREAM_IDLE_TIMEOUT_MS: "1500" },
-    });
-    idle.setUpstreams(cluster.nodes.map((node) => new URL(node.url).host));
+    const { process: idle } = await extraGateway({ STREAM_IDLE_TIMEOUT_MS: "1500" });
     await idle.start();
     const url = `${idle.url.replace("http", "ws")}/socket/websocket?vsn=2.0.0`;
     const open = () =>

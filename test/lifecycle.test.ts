@@ -8,7 +8,14 @@ import { createNodeMetrics } from "../services/src/metrics.ts";
 import { Database } from "../services/src/storage/database.ts";
 import { migrate } from "../services/src/storage/migrate.ts";
 import { fixed, receive, send, sleep } from "./support/clients.ts";
-import { freshRoom, metric, storedSeqs, useCluster } from "./support/cluster.ts";
+import {
+  freshRoom,
+  inProcessNode,
+  metric,
+  ONE_PG_CONNECTION,
+  storedSeqs,
+  useCluster,
+} from "./support/cluster.ts";
 
 const cluster = await useCluster({
   nodes: 2,
@@ -179,23 +186,9 @@ describe("Postgres connections", () => {
 });
 
 describe("a node whose Postgres connections are all busy", () => {
-  const onePerPool = (nodeId: string) =>
-    loadNodeConfig({
-      PORT: "0",
-      NODE_ID: nodeId,
-      DRAIN_GRACE_MS: "0",
-      DATABASE_URL: cluster.primaryUrl,
-      DATABASE_REPLICA_URL: cluster.replicaUrl,
-      REDIS_URL: cluster.redisUrl,
-      PG_POOL_MAX: "1",
-      PG_POOL_MIN: "1",
-      PG_CONNECT_TIMEOUT_MS: "300",
-    });
-
   it("answers a send that cannot get a connection with 503 overloaded, and its resend stores it once", async () => {
-    const { createChatNode } = await import("../services/src/node.ts");
-    const node = createChatNode(onePerPool("busy-writes"), silent);
-    const url = `http://127.0.0.1:${await node.start()}`;
+    const node = await inProcessNode(cluster, { NODE_ID: "busy-writes", ...ONE_PG_CONNECTION });
+    const url = node.url;
     const room = freshRoom("busy");
     const locker = new pg.Client({ connectionString: cluster.primaryUrl });
     await locker.connect();
@@ -232,7 +225,12 @@ describe("a node whose Postgres connections are all busy", () => {
   });
 
   it("a busy replica is not taken for a down one: the read goes to the primary, the next to the replica", async () => {
-    const config = onePerPool("busy-reads");
+    const config = loadNodeConfig({
+      NODE_ID: "busy-reads",
+      DATABASE_URL: cluster.primaryUrl,
+      DATABASE_REPLICA_URL: cluster.replicaUrl,
+      ...ONE_PG_CONNECTION,
+    });
     const metrics = createNodeMetrics(config.NODE_ID);
     const db = new Database(config, metrics, silent);
     const servedBy = async () =>
@@ -277,18 +275,8 @@ describe("migrations", () => {
 
 describe("a deployment that requires tokens", () => {
   it("refuses anonymous requests with 401 unauthorized and serves token holders", async () => {
-    const { createChatNode } = await import("../services/src/node.ts");
-    const config = loadNodeConfig({
-      PORT: "0",
-      NODE_ID: "in-process",
-      REQUIRE_TOKEN: "true",
-      DRAIN_GRACE_MS: "0",
-      DATABASE_URL: cluster.primaryUrl,
-      DATABASE_REPLICA_URL: cluster.replicaUrl,
-      REDIS_URL: cluster.redisUrl,
-    });
-    const node = createChatNode(config, silent);
-    const url = `http://127.0.0.1:${await node.start()}`;
+    const node = await inProcessNode(cluster, { NODE_ID: "in-process", REQUIRE_TOKEN: "true" });
+    const url = node.url;
     try {
       const anonymous = await fetch(`${url}/api/rooms`);
       expect(anonymous.status).toBe(401);

@@ -4,6 +4,7 @@ import { Counter, Gauge, Histogram } from "prom-client";
 export const RETRY_REASONS = [
   "connect",
   "draining",
+  "overloaded",
   "reset",
   "timeout",
   "upgrade-connect",

@@ -1,6 +1,7 @@
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createLogger } from "@chat/shared";
 import pg from "pg";
 import { afterAll } from "vitest";
 import { openInspector } from "../../cluster/inspector.ts";
@@ -10,6 +11,7 @@ import {
   type NodeHandle,
   startCluster,
 } from "../../cluster/launcher.ts";
+import { loadNodeConfig } from "../../services/src/config.ts";
 
 /**
  * A real cluster for one test file — Redis, a Postgres primary and streaming replica, and
@@ -32,6 +34,34 @@ export async function useCluster(
   afterAll(() => cluster.stop());
   return cluster;
 }
+
+/**
+ * A chat node in the test's own process, on the cluster's Redis and Postgres, with `env` over
+ * the test defaults: for settings the cluster's nodes do not have.
+ */
+export async function inProcessNode(cluster: Cluster, env: Record<string, string>) {
+  const { createChatNode } = await import("../../services/src/node.ts");
+  const config = loadNodeConfig({
+    PORT: "0",
+    DRAIN_GRACE_MS: "0",
+    DATABASE_URL: cluster.primaryUrl,
+    DATABASE_REPLICA_URL: cluster.replicaUrl,
+    REDIS_URL: cluster.redisUrl,
+    RATE_LIMIT_SENDS: "1000000",
+    ...env,
+  });
+  const log = createLogger({ service: "test", instance: config.NODE_ID, level: "silent" });
+  const node = createChatNode(config, log);
+  return { url: `http://127.0.0.1:${await node.start()}`, stop: () => node.stop() };
+}
+
+/** One Postgres connection per pool, waited for 300 ms: holding it makes a node shed the rest. */
+export const ONE_PG_CONNECTION = {
+  PG_POOL_MAX: "1",
+  PG_POOL_MIN: "1",
+  PG_CONNECT_TIMEOUT_MS: "300",
+  PG_STATEMENT_TIMEOUT_MS: "60000",
+};
 
 /** URLs of the nodes currently running. */
 export const liveNodes = (cluster: Cluster) => () =>

@@ -21,14 +21,27 @@ import type { Upstream, UpstreamPool } from "../upstreams/pool.ts";
 import { isIdempotent, type RequestKind, requestKind } from "./request-kind.ts";
 import { RetryBudget } from "./retry-budget.ts";
 
+/** A node's whole answer, held back while another node is tried instead. */
+interface HeldAnswer {
+  upstream: string;
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+}
+
 type Attempt =
   | { outcome: "done" }
   | {
       outcome: "retry";
-      reason: "connect" | "draining" | "reset" | "timeout";
+      reason: "connect" | "draining" | "overloaded" | "reset" | "timeout";
       safe: boolean;
       code: ErrorCode;
+      /** What goes back to the client should no other node take the request. */
+      held?: HeldAnswer;
     };
+
+/** Marks a node's 503 given before it did any work because it is overloaded. */
+const OVERLOADED_HEADER = "x-chat-overloaded";
 
 /**
  * HTTP through http-proxy-3, with the defaults fixed for this job: keep-alive agents (its
@@ -90,6 +103,7 @@ export function createHttpProxy(deps: {
       if (!canRepeat || res.headersSent) break;
     }
     if (res.headersSent) res.destroy();
+    else if (last?.held) relay(res, last.held);
     else
       fail(
         res,
@@ -129,6 +143,21 @@ export function createHttpProxy(deps: {
           upstreamRes.resume(); // the node refused before doing anything: any node will do
           release();
           settle({ outcome: "retry", reason: "draining", safe: true, code: "unavailable" });
+          return;
+        }
+        if (upstreamRes.statusCode === 503 && upstreamRes.headers[OVERLOADED_HEADER]) {
+          // Shed before it touched storage: another node may have room; if none takes the
+          // request, the node's own answer (with its Retry-After) goes back.
+          void hold(upstream, upstreamRes).then((held) => {
+            release();
+            settle({
+              outcome: "retry",
+              reason: "overloaded",
+              safe: true,
+              code: "overloaded",
+              held,
+            });
+          });
           return;
         }
         const relayStart = performance.now();
@@ -213,6 +242,12 @@ export function createHttpProxy(deps: {
     });
   }
 
+  function relay(res: ServerResponse, held: HeldAnswer): void {
+    metrics.requests.inc({ status: held.status, upstream: held.upstream });
+    const { [OVERLOADED_HEADER]: _marker, ...headers } = withoutHopByHop(held.headers);
+    res.writeHead(held.status, headers).end(held.body);
+  }
+
   function fail(res: ServerResponse, code: ErrorCode, message: string): void {
     const error = new ChatError(code, message, { retryAfter: 1, retryable: true });
     metrics.requests.inc({ status: error.status, upstream: "none" });
@@ -235,6 +270,19 @@ async function bufferBody(req: IncomingMessage, limit: number): Promise<Buffer |
   const chunks: Buffer[] = [];
   for await (const chunk of req) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks);
+}
+
+/** Reads a small answer whole (an error body); a failing upstream leaves what arrived. */
+async function hold(upstream: Upstream, res: IncomingMessage): Promise<HeldAnswer> {
+  const chunks: Buffer[] = [];
+  try {
+    for await (const chunk of res) chunks.push(chunk as Buffer);
+  } catch {
+    // Cut mid-body: the status and headers are what matter, and they arrived.
+  }
+  const body = Buffer.concat(chunks);
+  const headers = { ...res.headers, "content-length": String(body.length) };
+  return { upstream: upstream.address, status: res.statusCode ?? 503, headers, body };
 }
 
 function withoutHopByHop(headers: IncomingHttpHeaders): IncomingHttpHeaders {

@@ -7,6 +7,8 @@ export function errorResponse(error: unknown, c: Context, log: Logger): Response
   const chatError = toChatError(error);
   if (chatError.code === "internal") log.error({ err: error, path: c.req.path }, "unhandled error");
   if (chatError.retryAfter !== undefined) c.header("Retry-After", String(chatError.retryAfter));
+  // Only a node shedding work it has not started says overloaded: the gateway tries another.
+  if (chatError.code === "overloaded") c.header("X-Chat-Overloaded", "1");
   return c.json(chatError.toBody(), chatError.status);
 }
 
