@@ -5,7 +5,15 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { launchChromium } from "../cluster/chromium.ts";
 import { REPO_ROOT } from "../cluster/launcher.ts";
 import { sendReliably, sleep } from "./support/clients.ts";
-import { freshRoom, useCluster } from "./support/cluster.ts";
+import {
+  freshRoom,
+  inProcessNode,
+  metric,
+  ONE_PG_CONNECTION,
+  occupyOnlyConnection,
+  storedSeqs,
+  useCluster,
+} from "./support/cluster.ts";
 
 /**
  * The web client in Debian's Chromium (driven by playwright-core), through the edge and the
@@ -150,6 +158,29 @@ describe("the page", () => {
       .poll(() => seqsShown(page), { timeout: 10_000 })
       .toEqual(Array.from({ length: 61 }, (_, i) => i + 1));
     await page.close();
+  });
+
+  it("a message a busy node refuses over the socket (retryable) is sent again until it lands, once", async () => {
+    const busy = await inProcessNode(cluster, { NODE_ID: "busy", ...ONE_PG_CONNECTION });
+    const room = freshRoom("refused");
+    try {
+      const page = await openChat(busy.url, room, "websocket", "ivy");
+      const occupied = await occupyOnlyConnection(cluster, busy.url);
+      await say(page, "sent while the node was busy");
+      await expect
+        .poll(() => metric(busy.url, "chat_pg_pool_timeouts_total"), { timeout: 10_000 })
+        .toBeGreaterThan(0);
+      await sleep(500);
+      expect(await occupied.release()).toBe(201);
+      await expect
+        .poll(() => texts(page), { timeout: 15_000 })
+        .toEqual(["sent while the node was busy"]);
+      expect(await storedSeqs(cluster, room)).toEqual([1]);
+      expect(await page.locator("#status").textContent()).not.toContain("not sent");
+      await page.close();
+    } finally {
+      await busy.stop();
+    }
   });
 
   it("a room chosen while another is still loading is the only one shown, and stays live", async () => {

@@ -4,7 +4,6 @@ import { get, type IncomingMessage } from "node:http";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import pg from "pg";
 import { Socket } from "phoenix";
 import { describe, expect, it } from "vitest";
 import WebSocket from "ws";
@@ -16,6 +15,7 @@ import {
   inProcessNode,
   metric,
   ONE_PG_CONNECTION,
+  occupyOnlyConnection,
   storedSeqs,
   useCluster,
 } from "./support/cluster.ts";
@@ -343,26 +343,21 @@ describe("the gateway", () => {
     const checkedOnce = { HEALTH_INTERVAL_MS: "600000" };
     const both = await extraGateway(checkedOnce, [busyUrl, other]);
     const alone = await extraGateway(checkedOnce, [busyUrl]);
-    const locker = new pg.Client({ connectionString: cluster.primaryUrl });
-    const [locked, room] = [freshRoom("locked"), freshRoom("shed")];
-    const post = (url: string, to: string, i: number) =>
-      fetch(`${url}/api/rooms/${to}/messages`, {
+    const room = freshRoom("shed");
+    let occupied: Awaited<ReturnType<typeof occupyOnlyConnection>> | undefined;
+    const post = (url: string, i: number) =>
+      fetch(`${url}/api/rooms/${room}/messages`, {
         method: "POST",
         body: JSON.stringify({ body: `m${i}`, client_id: `shed-${i}` }),
       });
     try {
-      await Promise.all([both.process.start(), alone.process.start(), locker.connect()]);
-      expect((await post(busyUrl, locked, 0)).status).toBe(201);
-      // The busy node's one connection waits on a locked row: every other send it gets is shed.
-      await locker.query("BEGIN");
-      await locker.query("SELECT 1 FROM rooms WHERE name = $1 FOR UPDATE", [locked]);
-      const held = post(busyUrl, locked, 1);
-      await sleep(100);
+      await Promise.all([both.process.start(), alone.process.start()]);
+      occupied = await occupyOnlyConnection(cluster, busyUrl);
 
       // One by one, each has even odds of reaching the busy node first.
       const nodes: string[] = [];
       for (const i of range(1, 20)) {
-        const response = await post(both.process.url, room, i);
+        const response = await post(both.process.url, i);
         expect(response.status).toBe(201);
         nodes.push(response.headers.get("x-chat-node") ?? "");
       }
@@ -373,18 +368,17 @@ describe("the gateway", () => {
       expect(await metric(busyUrl, "chat_pg_pool_timeouts_total")).toBeGreaterThan(0);
       expect(await storedSeqs(cluster, room)).toEqual(range(1, 20));
 
-      const shed = await post(alone.process.url, room, 21);
+      const shed = await post(alone.process.url, 21);
       expect(shed.status).toBe(503);
       expect(shed.headers.get("retry-after")).toBe("1");
       expect(shed.headers.get("x-chat-overloaded")).toBeNull();
       expect(await shed.json()).toMatchObject({ error: { code: "overloaded", retryable: true } });
 
-      await locker.query("COMMIT");
-      expect((await held).status).toBe(201);
-      expect((await post(alone.process.url, room, 21)).status).toBe(201);
+      expect(await occupied.release()).toBe(201);
+      expect((await post(alone.process.url, 21)).status).toBe(201);
       expect(await storedSeqs(cluster, room)).toEqual(range(1, 21));
     } finally {
-      await locker.end();
+      await occupied?.release();
       await Promise.all([both.process.stop(), alone.process.stop()]);
       await busy.stop();
     }

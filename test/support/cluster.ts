@@ -63,6 +63,37 @@ export const ONE_PG_CONNECTION = {
   PG_STATEMENT_TIMEOUT_MS: "60000",
 };
 
+/**
+ * Occupies the one Postgres connection of a node started with ONE_PG_CONNECTION: a send of
+ * its own waits on a room row locked by another session until `release()`, which commits
+ * and answers that send's HTTP status. Meanwhile the node sheds every other write.
+ */
+export async function occupyOnlyConnection(cluster: Cluster, nodeUrl: string) {
+  const room = freshRoom("locked");
+  const sendTo = (body: string) =>
+    fetch(`${nodeUrl}/api/rooms/${room}/messages`, {
+      method: "POST",
+      body: JSON.stringify({ body }),
+    }).then((response) => response.status);
+  if ((await sendTo("makes the room")) !== 201) throw new Error("the node did not take a send");
+  const locker = new pg.Client({ connectionString: cluster.primaryUrl });
+  await locker.connect();
+  await locker.query("BEGIN");
+  await locker.query("SELECT 1 FROM rooms WHERE name = $1 FOR UPDATE", [room]);
+  const held = sendTo("waits on the locked row");
+  await new Promise((resolve) => setTimeout(resolve, 100)); // it has the connection by now
+  let released: Promise<number> | undefined;
+  return {
+    release: () => {
+      released ??= locker
+        .query("COMMIT")
+        .then(() => held)
+        .finally(() => locker.end());
+      return released;
+    },
+  };
+}
+
 /** URLs of the nodes currently running. */
 export const liveNodes = (cluster: Cluster) => () =>
   cluster.nodes.filter((node) => node.running).map((node) => node.url);

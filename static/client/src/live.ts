@@ -70,8 +70,12 @@ function phoenixLive(
         channel
           .push("speak", { body, client_id: clientId }, 10_000)
           .receive("ok", (message: Message) => resolve(message))
-          .receive("error", (reply: { reason?: string }) =>
-            reject(new Error(reply.reason ?? "refused")),
+          // A refusal worth retrying (storage down, node overloaded) and a lost reply go on
+          // over HTTP, which retries with backoff; the client id keeps it to one message.
+          .receive("error", (reply: { reason?: string; retryable?: boolean }) =>
+            reply.retryable
+              ? sendOverHttp(room, body, clientId, token).then(resolve, reject)
+              : reject(new Error(reply.reason ?? "refused")),
           )
           .receive("timeout", () =>
             sendOverHttp(room, body, clientId, token).then(resolve, reject),
