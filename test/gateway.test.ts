@@ -129,7 +129,7 @@ async function extraGateway(
 ) {
   const dir = await mkdtemp(join(tmpdir(), "chat-extra-gateway-"));
   const adminPort = await findFreePort();
-  const process = new GatewayProcess({
+  const instance = new GatewayProcess({
     repoRoot: REPO_ROOT,
     port: await findFreePort(),
     adminPort,
@@ -139,8 +139,8 @@ async function extraGateway(
     workers: 1,
     env,
   });
-  process.setUpstreams(nodeUrls.map((url) => new URL(url).host));
-  return { process, admin: `http://127.0.0.1:${adminPort}` };
+  instance.setUpstreams(nodeUrls.map((url) => new URL(url).host));
+  return { instance, admin: `http://127.0.0.1:${adminPort}` };
 }
 
 describe("the gateway", () => {
@@ -291,7 +291,7 @@ describe("the gateway", () => {
   });
 
   it("over MAX_CONNECTIONS or MAX_NEW_CONNECTIONS_PER_IP it answers 503 or 429 with Retry-After, not a hang-up", async () => {
-    const { process: strict, admin } = await extraGateway({
+    const { instance: strict, admin } = await extraGateway({
       MAX_CONNECTIONS: "3",
       MAX_NEW_CONNECTIONS_PER_IP: "2",
     });
@@ -337,12 +337,11 @@ describe("the gateway", () => {
 
   it("a send a node sheds as 503 overloaded is retried on another node; with none left, the node's answer goes back", async () => {
     const busy = await inProcessNode(cluster, { NODE_ID: "busy", ...ONE_PG_CONNECTION });
-    const busyUrl = busy.url;
     const other = cluster.nodes.find((node) => node.running)?.url ?? "";
     // Checked ready once, before the node gets busy.
     const checkedOnce = { HEALTH_INTERVAL_MS: "600000" };
-    const both = await extraGateway(checkedOnce, [busyUrl, other]);
-    const alone = await extraGateway(checkedOnce, [busyUrl]);
+    const both = await extraGateway(checkedOnce, [busy.url, other]);
+    const alone = await extraGateway(checkedOnce, [busy.url]);
     const room = freshRoom("shed");
     let occupied: Awaited<ReturnType<typeof occupyOnlyConnection>> | undefined;
     const post = (url: string, i: number) =>
@@ -351,13 +350,13 @@ describe("the gateway", () => {
         body: JSON.stringify({ body: `m${i}`, client_id: `shed-${i}` }),
       });
     try {
-      await Promise.all([both.process.start(), alone.process.start()]);
-      occupied = await occupyOnlyConnection(cluster, busyUrl);
+      await Promise.all([both.instance.start(), alone.instance.start()]);
+      occupied = await occupyOnlyConnection(cluster, busy.url);
 
       // One by one, each has even odds of reaching the busy node first.
       const nodes: string[] = [];
       for (const i of range(1, 20)) {
-        const response = await post(both.process.url, i);
+        const response = await post(both.instance.url, i);
         expect(response.status).toBe(201);
         nodes.push(response.headers.get("x-chat-node") ?? "");
       }
@@ -365,27 +364,27 @@ describe("the gateway", () => {
       expect(await metric(both.admin, 'gateway_retries_total{reason="overloaded"')).toBeGreaterThan(
         0,
       );
-      expect(await metric(busyUrl, "chat_pg_pool_timeouts_total")).toBeGreaterThan(0);
+      expect(await metric(busy.url, "chat_pg_pool_timeouts_total")).toBeGreaterThan(0);
       expect(await storedSeqs(cluster, room)).toEqual(range(1, 20));
 
-      const shed = await post(alone.process.url, 21);
+      const shed = await post(alone.instance.url, 21);
       expect(shed.status).toBe(503);
       expect(shed.headers.get("retry-after")).toBe("1");
       expect(shed.headers.get("x-chat-overloaded")).toBeNull();
       expect(await shed.json()).toMatchObject({ error: { code: "overloaded", retryable: true } });
 
       expect(await occupied.release()).toBe(201);
-      expect((await post(alone.process.url, 21)).status).toBe(201);
+      expect((await post(alone.instance.url, 21)).status).toBe(201);
       expect(await storedSeqs(cluster, room)).toEqual(range(1, 21));
     } finally {
       await occupied?.release();
-      await Promise.all([both.process.stop(), alone.process.stop()]);
+      await Promise.all([both.instance.stop(), alone.instance.stop()]);
       await busy.stop();
     }
   });
 
   it("closes a tunnel idle for STREAM_IDLE_TIMEOUT_MS, and keeps one with traffic open", async () => {
-    const { process: idle } = await extraGateway({ STREAM_IDLE_TIMEOUT_MS: "1500" });
+    const { instance: idle } = await extraGateway({ STREAM_IDLE_TIMEOUT_MS: "1500" });
     await idle.start();
     const url = `${idle.url.replace("http", "ws")}/socket/websocket?vsn=2.0.0`;
     const open = () =>

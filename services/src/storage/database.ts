@@ -26,14 +26,10 @@ const isPoolWaitTimeout = (error: unknown) =>
   error instanceof Error && error.message === POOL_WAIT_TIMEOUT;
 
 const overloaded = (cause: unknown) =>
-  new ChatError(
-    "overloaded",
-    "this node is overloaded: all its Postgres connections are busy; retry (a send with the same client_id)",
-    {
-      retryAfter: 1,
-      cause,
-    },
-  );
+  new ChatError("overloaded", "this node is overloaded; retry (a send with the same client_id)", {
+    retryAfter: 1,
+    cause,
+  });
 
 /** Errors after which the server taking writes may have changed (down, shut down, demoted). */
 const ROLE_CHANGE_CODES = new Set(["57P01", "57P02", "57P03", "25006", "08006", "08001"]);
@@ -41,7 +37,8 @@ const ROLE_CHANGE_CODES = new Set(["57P01", "57P02", "57P03", "25006", "08006", 
 /**
  * The primary (all writes) and the streaming replica (history reads). A read goes to the
  * replica unless it is known to be down; it falls back to the primary when the replica
- * fails or has not yet replayed what the caller needs (`isFresh` says so).
+ * fails, stays busy past PG_CONNECT_TIMEOUT_MS, or has not yet replayed what the caller needs
+ * (`isFresh` says so). A write that waits that long for a connection is shed as `overloaded`.
  *
  * Writes go to whichever configured server is not in recovery. Nodes never promote anyone:
  * once an operator promotes the replica, the role check finds it and writes follow it, with
