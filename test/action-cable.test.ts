@@ -3,7 +3,17 @@ import type { Message } from "@chat/shared";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { range, roundRobin, seqs, sleep } from "./support/clients.ts";
-import { freshRoom, liveNodes, metric, storedSeqs, useCluster } from "./support/cluster.ts";
+import {
+  freshRoom,
+  inProcessNode,
+  liveNodes,
+  metric,
+  type OccupiedConnection,
+  ONE_PG_CONNECTION,
+  occupyOnlyConnection,
+  storedSeqs,
+  useCluster,
+} from "./support/cluster.ts";
 
 /**
  * The official @rails/actioncable client, unchanged, against our nodes. It expects a
@@ -178,6 +188,36 @@ describe("Action Cable", () => {
         expect.objectContaining({ code: "payload_too_large" }),
         expect.objectContaining({ code: "unknown_event" }),
       ]);
+  });
+
+  it("a send the node cannot take now comes back as a retryable error naming its client id; sent again, it lands once", async () => {
+    const busy = await inProcessNode(cluster, { NODE_ID: "busy", ...ONE_PG_CONNECTION });
+    const cable = consumer(() => busy.url);
+    let occupied: OccupiedConnection | undefined;
+    try {
+      const room = freshRoom("cable-busy");
+      const a = follow(cable, room);
+      await a.ready;
+      occupied = await occupyOnlyConnection(cluster, busy.url);
+      const clientId = randomUUID();
+      a.subscription.perform("speak", { message: "while busy", client_id: clientId });
+      await expect
+        .poll(() => a.errors, { timeout: 10_000 })
+        .toEqual([
+          { code: "overloaded", message: expect.any(String), retryable: true, client_id: clientId },
+        ]);
+      expect(await occupied.release()).toBe(201);
+      a.subscription.perform("speak", { message: "while busy", client_id: clientId });
+      await expect
+        .poll(() => a.messages.map((m) => m.body), { timeout: 10_000 })
+        .toEqual(["while busy"]);
+      expect(await storedSeqs(cluster, room)).toEqual([1]);
+    } finally {
+      await occupied?.release();
+      retired.add(cable);
+      cable.disconnect();
+      await busy.stop();
+    }
   });
 
   it("a bad token gets a disconnect with reason unauthorized and no reconnect; the node keeps nothing of it", async () => {

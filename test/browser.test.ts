@@ -9,6 +9,7 @@ import {
   freshRoom,
   inProcessNode,
   metric,
+  type OccupiedConnection,
   ONE_PG_CONNECTION,
   occupyOnlyConnection,
   storedSeqs,
@@ -163,9 +164,10 @@ describe("the page", () => {
   it("a message a busy node refuses over the socket (retryable) is sent again until it lands, once", async () => {
     const busy = await inProcessNode(cluster, { NODE_ID: "busy", ...ONE_PG_CONNECTION });
     const room = freshRoom("refused");
+    let occupied: OccupiedConnection | undefined;
     try {
       const page = await openChat(busy.url, room, "websocket", "ivy");
-      const occupied = await occupyOnlyConnection(cluster, busy.url);
+      occupied = await occupyOnlyConnection(cluster, busy.url);
       await say(page, "sent while the node was busy");
       await expect
         .poll(() => metric(busy.url, "chat_pg_pool_timeouts_total"), { timeout: 10_000 })
@@ -179,6 +181,7 @@ describe("the page", () => {
       expect(await page.locator("#status").textContent()).not.toContain("not sent");
       await page.close();
     } finally {
+      await occupied?.release();
       await busy.stop();
     }
   });

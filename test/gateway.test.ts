@@ -14,6 +14,7 @@ import {
   freshRoom,
   inProcessNode,
   metric,
+  type OccupiedConnection,
   ONE_PG_CONNECTION,
   occupyOnlyConnection,
   storedSeqs,
@@ -343,7 +344,7 @@ describe("the gateway", () => {
     const both = await extraGateway(checkedOnce, [busy.url, other]);
     const alone = await extraGateway(checkedOnce, [busy.url]);
     const room = freshRoom("shed");
-    let occupied: Awaited<ReturnType<typeof occupyOnlyConnection>> | undefined;
+    let occupied: OccupiedConnection | undefined;
     const post = (url: string, i: number) =>
       fetch(`${url}/api/rooms/${room}/messages`, {
         method: "POST",

@@ -63,12 +63,20 @@ export const ONE_PG_CONNECTION = {
   PG_STATEMENT_TIMEOUT_MS: "60000",
 };
 
+export interface OccupiedConnection {
+  /** Frees the connection (once, however often called); answers the waiting send's status. */
+  release(): Promise<number>;
+}
+
 /**
  * Occupies the one Postgres connection of a node started with ONE_PG_CONNECTION: a send of
  * its own waits on a room row locked by another session until `release()`, which commits
  * and answers that send's HTTP status. Meanwhile the node sheds every other write.
  */
-export async function occupyOnlyConnection(cluster: Cluster, nodeUrl: string) {
+export async function occupyOnlyConnection(
+  cluster: Cluster,
+  nodeUrl: string,
+): Promise<OccupiedConnection> {
   const room = freshRoom("locked");
   const sendTo = (body: string) =>
     fetch(`${nodeUrl}/api/rooms/${room}/messages`, {

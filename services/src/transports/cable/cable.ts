@@ -53,7 +53,7 @@ interface CableSubscription {
  * subscriptions with `{ room, last_seq }`, the `speak` action, broadcasts
  * `{ identifier, message: { message } }`. Commands run in order, like Rails' worker pool
  * does per connection. Errors, which Action Cable has no frame for, are transmitted on the
- * subscription as `{ message: { error: { code, message } } }`.
+ * subscription as `{ message: { error: { code, message, retryable?, client_id? } } }`.
  */
 class CableConnection implements SocketProtocol {
   readonly #connection: SocketConnection;
@@ -193,7 +193,10 @@ class CableConnection implements SocketProtocol {
       this.#services.config,
     );
     const sender = { user: this.#connection.user, address: this.#connection.address };
-    await this.#services.chat.send(entry.room, sender, input);
+    // A failed send names its client id, so the client knows which message to send again.
+    await this.#services.chat.send(entry.room, sender, input).catch((error: unknown) => {
+      this.#error(identifierJson, asChatError(error), input.clientId);
+    });
   }
 
   /** Made apart from #subscribe so that the subscription, which keeps it, keeps nothing
@@ -203,9 +206,11 @@ class CableConnection implements SocketProtocol {
     return { deliver: (delivery) => connection.send(delivery.frame(entry.broadcast)) };
   }
 
-  #error(identifier: string | undefined, error: ChatError): void {
+  #error(identifier: string | undefined, error: ChatError, clientId: string | null = null): void {
     this.#services.metrics.socketErrors.inc({ protocol: "actioncable", reason: error.code });
-    const body = { code: error.code, message: error.message };
+    const body: Record<string, unknown> = { code: error.code, message: error.message };
+    if (error.retryable) body.retryable = true;
+    if (clientId !== null) body.client_id = clientId;
     if (identifier !== undefined && this.#subscriptions.has(identifier))
       this.#send({ identifier, message: { error: body } });
     else this.#send({ type: "error", error: body });
