@@ -172,7 +172,7 @@ describe("the page", () => {
       await expect
         .poll(() => metric(busy.url, "chat_pg_pool_timeouts_total"), { timeout: 10_000 })
         .toBeGreaterThan(0);
-      await sleep(500);
+      await sleep(500); // the page's first resends over HTTP are refused too
       expect(await occupied.release()).toBe(201);
       await expect
         .poll(() => texts(page), { timeout: 15_000 })

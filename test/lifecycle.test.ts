@@ -189,7 +189,7 @@ describe("Postgres connections", () => {
 describe("a node whose Postgres connections are all busy", () => {
   it("answers a send that cannot get a connection with 503 overloaded, and its resend stores it once", async () => {
     const node = await inProcessNode(cluster, { NODE_ID: "busy-writes", ...ONE_PG_CONNECTION });
-    const url = node.url;
+    const { url } = node;
     const room = freshRoom("busy");
     const occupied = await occupyOnlyConnection(cluster, url);
     try {
@@ -269,7 +269,7 @@ describe("migrations", () => {
 describe("a deployment that requires tokens", () => {
   it("refuses anonymous requests with 401 unauthorized and serves token holders", async () => {
     const node = await inProcessNode(cluster, { NODE_ID: "in-process", REQUIRE_TOKEN: "true" });
-    const url = node.url;
+    const { url } = node;
     try {
       const anonymous = await fetch(`${url}/api/rooms`);
       expect(anonymous.status).toBe(401);

@@ -55,7 +55,8 @@ export async function inProcessNode(cluster: Cluster, env: Record<string, string
   return { url: `http://127.0.0.1:${await node.start()}`, stop: () => node.stop() };
 }
 
-/** One Postgres connection per pool, waited for 300 ms: holding it makes a node shed the rest. */
+/** One Postgres connection per pool, waited for 300 ms: holding it makes a node shed the rest.
+ * The long statement timeout lets a send hold it for as long as a test needs. */
 export const ONE_PG_CONNECTION = {
   PG_POOL_MAX: "1",
   PG_POOL_MIN: "1",

@@ -208,9 +208,7 @@ class CableConnection implements SocketProtocol {
 
   #error(identifier: string | undefined, error: ChatError, clientId: string | null = null): void {
     this.#services.metrics.socketErrors.inc({ protocol: "actioncable", reason: error.code });
-    const body: Record<string, unknown> = { code: error.code, message: error.message };
-    if (error.retryable) body.retryable = true;
-    if (clientId !== null) body.client_id = clientId;
+    const body = { ...error.toBody().error, ...(clientId === null ? {} : { client_id: clientId }) };
     if (identifier !== undefined && this.#subscriptions.has(identifier))
       this.#send({ identifier, message: { error: body } });
     else this.#send({ type: "error", error: body });
