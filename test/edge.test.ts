@@ -1,4 +1,5 @@
 import {
+  Agent,
   createServer,
   type IncomingMessage,
   request,
@@ -12,6 +13,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import WebSocket, { WebSocketServer } from "ws";
 import { loadEdgeConfig } from "../static/src/config.ts";
 import { createEdge } from "../static/src/edge.ts";
+import { postOn } from "./support/clients.ts";
 
 /**
  * The edge against a real origin: an HTTP server whose routes each test defines, which
@@ -380,6 +382,32 @@ describe("pass-through", () => {
     });
     expect(reply).toBe("echo:ping");
     socket.close();
+  });
+
+  it("drops the rest of a body the origin refused unread, so the connection carries the next request", async () => {
+    // As a chat node does: 413 judged by Content-Length, no more reading, the connection closed soon after.
+    routes.set("/api/rooms/x/messages", (req, res) => {
+      if (Number(req.headers["content-length"]) > 16_384) {
+        req.once("data", () => req.pause());
+        res.writeHead(413, { "content-type": "application/json" }).end("{}");
+        setTimeout(() => req.socket.destroy(), 200);
+      } else {
+        req.resume().on("end", () => res.writeHead(201).end("{}"));
+      }
+    });
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const url = `${edgeUrl}/api/rooms/x/messages`;
+    try {
+      for (let i = 0; i < 3; i++) {
+        const oversized = JSON.stringify({ body: "x".repeat(4_000_000) });
+        const refused = await postOn(agent, url, oversized);
+        expect(refused.status).toBe(413);
+        const next = await postOn(agent, url, '{"body":"next"}');
+        expect(next).toEqual({ status: 201, connection: refused.connection });
+      }
+    } finally {
+      agent.destroy();
+    }
   });
 
   it("answers what it cannot pass on, never with a bare hang-up: 431, 408, and 502 to an upgrade", async () => {

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { mkdtemp } from "node:fs/promises";
-import { get, type IncomingMessage } from "node:http";
+import { Agent, get, type IncomingMessage } from "node:http";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -9,7 +9,7 @@ import { describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { GatewayProcess } from "../cluster/gateway.ts";
 import { findFreePort, REPO_ROOT } from "../cluster/launcher.ts";
-import { fixed, range, receive, seqs, sleep } from "./support/clients.ts";
+import { fixed, postOn, range, receive, seqs, sleep } from "./support/clients.ts";
 import {
   freshRoom,
   inProcessNode,
@@ -381,6 +381,62 @@ describe("the gateway", () => {
       await occupied?.release();
       await Promise.all([both.instance.stop(), alone.instance.stop()]);
       await busy.stop();
+    }
+  });
+
+  it("drops the rest of a body a node refused unread (413), so the connection carries the next request", async () => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const url = `${gateway}/api/rooms/${freshRoom("unread")}/messages`;
+    const oversized = JSON.stringify({ body: "x".repeat(4_000_000) }); // more than socket buffers hold
+    try {
+      for (let i = 0; i < 3; i++) {
+        const refused = await postOn(agent, url, oversized);
+        expect(refused.status).toBe(413);
+        const next = await postOn(agent, url, JSON.stringify({ body: `after ${i}` }));
+        expect(next).toEqual({ status: 201, connection: refused.connection });
+      }
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  it("past DISCARD_BODY_MAX_BYTES or DISCARD_BODY_TIMEOUT_MS of a refused body, it closes the connection after the answer", async () => {
+    const { instance: strict } = await extraGateway({
+      DISCARD_BODY_MAX_BYTES: "1000000",
+      DISCARD_BODY_TIMEOUT_MS: "500",
+    });
+    await strict.start();
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const url = `${strict.url}/api/rooms/${freshRoom("unread")}/messages`;
+    try {
+      const huge = JSON.stringify({ body: "x".repeat(8_000_000) });
+      const refused = await postOn(agent, url, huge);
+      expect(refused.status).toBe(413);
+      const next = await postOn(agent, url, JSON.stringify({ body: "next" }));
+      expect(next).toEqual({ status: 201, connection: refused.connection + 1 });
+
+      // A body that stops coming: the answer, then the connection closes, not held forever.
+      const stalled = connect(Number(new URL(strict.url).port), "127.0.0.1");
+      stalled.write(
+        `POST ${new URL(url).pathname} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n${"x".repeat(100_000)}`,
+      );
+      let answer = "";
+      let answeredAt = 0;
+      stalled.setEncoding("utf8").on("data", (chunk: string) => {
+        answer += chunk;
+        answeredAt ||= Date.now();
+      });
+      const closed = await Promise.race([
+        new Promise((resolve) => stalled.once("close", () => resolve(true))),
+        sleep(5000).then(() => false),
+      ]);
+      expect(answer).toMatch(/^HTTP\/1\.1 413 /);
+      expect(closed).toBe(true);
+      expect(Date.now() - answeredAt).toBeGreaterThanOrEqual(400);
+      stalled.destroy();
+    } finally {
+      agent.destroy();
+      await strict.stop();
     }
   });
 

@@ -1,5 +1,5 @@
 import { availableParallelism, hostname } from "node:os";
-import { env, loadConfig } from "@chat/shared";
+import { env, loadConfig, unreadBodySettings } from "@chat/shared";
 import { z } from "zod";
 
 const list = z
@@ -67,6 +67,7 @@ export const gatewayConfigSchema = z
     /** Local addresses for upstream connections (127.0.0.x on loopback): each adds a
      * 28k-port range per upstream. Empty: the OS picks. */
     SOURCE_ADDRESSES: list,
+    ...unreadBodySettings,
   })
   .refine((c) => c.UPSTREAMS.length > 0 || c.UPSTREAMS_FILE || c.UPSTREAM_DNS, {
     message: "set UPSTREAMS, UPSTREAMS_FILE or UPSTREAM_DNS",

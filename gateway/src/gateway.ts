@@ -1,6 +1,11 @@
 import cluster from "node:cluster";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { answerClientError, answerRaw, type Logger } from "@chat/shared";
+import {
+  answerClientError,
+  answerRaw,
+  discardBodyLeftAfterAnswer,
+  type Logger,
+} from "@chat/shared";
 import { createAdmission } from "./admission/admission.ts";
 import type { GatewayConfig } from "./config.ts";
 import { startDiscovery } from "./discovery/discovery.ts";
@@ -63,6 +68,7 @@ export function createGateway(
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     req.on("error", () => res.destroy());
     res.on("error", () => res.destroy());
+    discardBodyLeftAfterAnswer(req, res, config);
     const refusal = admission.refusal(req.socket);
     if (refusal) {
       res.shouldKeepAlive = false;

@@ -6,4 +6,5 @@ export * from "./keep-alive-agent.ts";
 export * from "./logger.ts";
 export * from "./metrics.ts";
 export * from "./raw-answers.ts";
+export * from "./unread-body.ts";
 export * from "./wire.ts";

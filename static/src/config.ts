@@ -1,5 +1,5 @@
 import { hostname } from "node:os";
-import { env, loadConfig } from "@chat/shared";
+import { env, loadConfig, unreadBodySettings } from "@chat/shared";
 import { z } from "zod";
 
 /** Every setting of an edge, from the environment. */
@@ -24,6 +24,7 @@ export const edgeConfigSchema = z.object({
   MAX_HEADER_BYTES: env.int(16_384, 1024, 1_048_576),
   /** Bearer token for POST /.edge/purge; purging is off while unset. */
   EDGE_ADMIN_TOKEN: z.string().min(16).optional(),
+  ...unreadBodySettings,
 });
 
 export type EdgeConfig = z.infer<typeof edgeConfigSchema>;

@@ -1,6 +1,11 @@
 import { timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { answerClientError, ChatError, type Logger } from "@chat/shared";
+import {
+  answerClientError,
+  ChatError,
+  discardBodyLeftAfterAnswer,
+  type Logger,
+} from "@chat/shared";
 import { CacheStore } from "./cache/cache-store.ts";
 import { EdgeCache } from "./cache/edge-cache.ts";
 import { isCacheCandidate } from "./cache/request-kind.ts";
@@ -31,6 +36,7 @@ export function createEdge(config: EdgeConfig, log: Logger) {
       connectionsCheckingInterval: Math.min(1000, config.HEADERS_TIMEOUT_MS),
     },
     (req, res) => {
+      discardBodyLeftAfterAnswer(req, res, config);
       route(req, res).catch((error: unknown) => fail(res, error));
     },
   );

@@ -1,7 +1,13 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
-import { answerRaw, ChatError, keepAliveAgent, type Logger } from "@chat/shared";
+import {
+  answerRaw,
+  ChatError,
+  closeUpstreamOfBodyLeft,
+  keepAliveAgent,
+  type Logger,
+} from "@chat/shared";
 import { createProxyServer } from "http-proxy-3";
 import type { EdgeMetrics } from "./metrics.ts";
 
@@ -16,6 +22,7 @@ export function createPassthrough(originUrl: string, metrics: EdgeMetrics, log: 
     xfwd: true,
     agent: keepAliveAgent({ maxSockets: 1024 }),
   });
+  proxy.on("proxyReq", (proxyReq, req, res) => closeUpstreamOfBodyLeft(req, res, proxyReq));
   proxy.on("proxyRes", (proxyRes, _req, res) => {
     proxyRes.headers["cache-status"] = "chat-edge; fwd=bypass";
     proxyRes.headers["x-cache"] = "BYPASS";

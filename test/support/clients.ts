@@ -1,3 +1,4 @@
+import { type Agent, request } from "node:http";
 import type { Message } from "@chat/shared";
 import { EventSource } from "eventsource";
 
@@ -175,3 +176,40 @@ export const seqs = (messages: Message[]) => messages.map((m) => m.seq);
 /** 1..n: what a subscriber from the start of a room must have received, exactly. */
 export const range = (from: number, to: number) =>
   Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+/** Numbers sockets in the order postOn first sees them. */
+const connectionIds = new WeakMap<object, number>();
+let connectionsSeen = 0;
+
+/**
+ * A JSON POST on `agent` (keep-alive, one socket, to see what its connection carries next):
+ * the status, and a number for the connection it went on, the same for a reused one. Gives
+ * up after 5 s, so a request stuck behind another's unread body fails instead of hanging.
+ */
+export function postOn(
+  agent: Agent,
+  url: string,
+  body: string,
+): Promise<{ status: number; connection: number }> {
+  return new Promise((resolve, reject) => {
+    const post = request(
+      url,
+      {
+        method: "POST",
+        agent,
+        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
+        signal: AbortSignal.timeout(5000),
+      },
+      (response) => {
+        const socket = response.socket;
+        if (!connectionIds.has(socket)) connectionIds.set(socket, ++connectionsSeen);
+        response.resume();
+        response.on("end", () =>
+          resolve({ status: response.statusCode ?? 0, connection: connectionIds.get(socket) ?? 0 }),
+        );
+      },
+    );
+    post.on("error", reject);
+    post.end(body);
+  });
+}

@@ -9,6 +9,7 @@ import type { Socket } from "node:net";
 import { Readable } from "node:stream";
 import {
   ChatError,
+  closeUpstreamOfBodyLeft,
   type ErrorCode,
   HOP_BY_HOP_HEADERS,
   keepAliveAgent,
@@ -206,6 +207,7 @@ export function createHttpProxy(deps: {
         };
         if (proxyReq.socket) watchConnect(proxyReq.socket);
         else proxyReq.once("socket", watchConnect);
+        closeUpstreamOfBodyLeft(req, res, proxyReq);
         proxyReq.setTimeout(timeoutMs, () => {
           timedOut = true;
           proxyReq.destroy(new Error("upstream timed out"));

@@ -1,0 +1,61 @@
+import type { ClientRequest, IncomingMessage, ServerResponse } from "node:http";
+import { env } from "./config.ts";
+
+/** Settings of a proxy that may answer before a request's body is all in. */
+export const unreadBodySettings = {
+  /** After such an answer, at most this much more of the body is read and dropped; past it the connection closes. */
+  DISCARD_BODY_MAX_BYTES: env.int(64 * 1024 * 1024, 0),
+  /** ... and for at most this long (nginx's lingering_time is 30 s). */
+  DISCARD_BODY_TIMEOUT_MS: env.int(30_000, 0),
+};
+
+export interface UnreadBodyLimits {
+  DISCARD_BODY_MAX_BYTES: number;
+  DISCARD_BODY_TIMEOUT_MS: number;
+}
+
+/**
+ * Keeps a keep-alive connection usable when its response goes out before the request's
+ * body is all read (a node's 413, or an upstream that stopped reading): once the response
+ * is sent, the rest of the body is read and dropped, as Node's own server and HAProxy do.
+ * Left unread, it would sit in front of the connection's next request, which would hang.
+ * A body still coming past the limits gets the connection closed instead.
+ */
+export function discardBodyLeftAfterAnswer(
+  req: IncomingMessage,
+  res: ServerResponse,
+  limits: UnreadBodyLimits,
+): void {
+  if (req.complete) return; // a GET, or a body already in: the usual case, nothing to watch
+  res.once("finish", () => {
+    if (req.complete || req.destroyed) return;
+    req.unpipe(); // whatever read it (a proxied request) gets no more of it
+    let discarded = 0;
+    const stop = () => {
+      clearTimeout(timer);
+      req.off("data", count);
+    };
+    const close = () => {
+      stop();
+      req.socket.destroy();
+    };
+    const count = (chunk: Buffer) => {
+      discarded += chunk.length;
+      if (discarded > limits.DISCARD_BODY_MAX_BYTES) close();
+    };
+    const timer = setTimeout(close, limits.DISCARD_BODY_TIMEOUT_MS);
+    req.on("data", count).once("end", stop).once("close", stop).resume();
+  });
+}
+
+/**
+ * The proxied request of such a body: its upstream connection, stuck mid-request once the
+ * rest of the body is dropped, is closed rather than left waiting for it.
+ */
+export function closeUpstreamOfBodyLeft(
+  req: IncomingMessage,
+  res: ServerResponse,
+  upstream: ClientRequest,
+): void {
+  if (!req.complete) res.once("finish", () => req.complete || upstream.destroy());
+}
