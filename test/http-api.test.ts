@@ -264,6 +264,24 @@ describe("bad input gets the documented JSON error and loses nothing", () => {
     expect(response.body).toEqual({ error: { code, message: expect.any(String) } });
   });
 
+  it("says what was wrong: a form sent where JSON belongs, each bad field once, with its name", async () => {
+    const form = await call(`/api/rooms/${room}/messages`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: "body=hello",
+    });
+    expect(form.body.error.message).toBe(
+      "the request body is not valid JSON (it came as application/x-www-form-urlencoded)",
+    );
+    const huge = await call(`/api/rooms/${room}/messages?after=1e30&limit=0`);
+    expect(huge.body.error.message).toMatch(/^after: [^;]+; limit: [^;]+$/);
+    const id = await postJson(
+      `/api/rooms/${room}/messages`,
+      JSON.stringify({ body: "x", client_id: "" }),
+    );
+    expect(id.body.error.message).toMatch(/^client_id: /);
+  });
+
   it("after all of that the node still serves an open stream and new sends", async () => {
     const receiver = receive("sse", fixed(node()), room);
     for (const [, request] of cases) await request();

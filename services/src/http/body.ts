@@ -33,7 +33,9 @@ export async function readJsonObject(c: Context): Promise<Record<string, unknown
   try {
     value = JSON.parse(text);
   } catch {
-    throw new ChatError("invalid_json", "the request body is not valid JSON");
+    const type = c.req.header("content-type")?.split(";")[0]?.trim();
+    const sentAs = type && type !== "application/json" ? ` (it came as ${type})` : "";
+    throw new ChatError("invalid_json", `the request body is not valid JSON${sentAs}`);
   }
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw new ChatError("bad_request", "the request body must be a JSON object");

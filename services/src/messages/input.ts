@@ -37,7 +37,7 @@ export function parseSendInput(
   if (!clientId.success) {
     throw new ChatError(
       "bad_request",
-      `client_id ${clientId.error.issues[0]?.message ?? "is invalid"}`,
+      `client_id: ${clientId.error.issues[0]?.message ?? "is invalid"}`,
     );
   }
   return { body, clientId: clientId.data };
@@ -60,12 +60,14 @@ export function historyQuerySchema(config: NodeConfig) {
   });
 }
 
-/** Parses with a zod schema; a failure is a 400 naming the field and the rule. */
+/** Parses with a zod schema; a failure is a 400 naming each bad field and its first broken rule. */
 export function parseOr400<S extends z.ZodType>(schema: S, value: unknown): z.infer<S> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
-  const detail = result.error.issues
-    .map((issue) => `${issue.path.join(".") || "value"}: ${issue.message}`)
-    .join("; ");
-  throw new ChatError("bad_request", detail);
+  const firstPerField = new Map<string, string>();
+  for (const issue of result.error.issues) {
+    const field = issue.path.join(".") || "value";
+    if (!firstPerField.has(field)) firstPerField.set(field, `${field}: ${issue.message}`);
+  }
+  throw new ChatError("bad_request", [...firstPerField.values()].join("; "));
 }
