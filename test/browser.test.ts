@@ -44,6 +44,7 @@ async function openChat(
   name: string,
 ): Promise<Page> {
   const page = await browser.newPage();
+  await page.addInitScript({ content: RECORD_POLICY_VIOLATIONS });
   await page.goto(`${base}/chat?room=${room}&transport=${transport}`);
   await page.getByLabel("Your name").fill(name);
   await page.getByRole("button", { name: "Set" }).click();
@@ -52,6 +53,15 @@ async function openChat(
     .toContain("connected");
   return page;
 }
+
+/** Runs in the page before its own script: keeps what its Content-Security-Policy blocked. */
+const RECORD_POLICY_VIOLATIONS = `
+  globalThis.policyViolations = [];
+  document.addEventListener("securitypolicyviolation", (event) =>
+    globalThis.policyViolations.push(event.effectiveDirective + " " + event.blockedURI));
+`;
+const policyViolations = (page: Page) =>
+  page.evaluate(() => (globalThis as { policyViolations?: string[] }).policyViolations);
 
 async function say(page: Page, text: string): Promise<void> {
   await page.getByLabel("Message").fill(text);
@@ -94,6 +104,7 @@ describe.each(["websocket", "longpoll", "sse", "polling"])(
           await page.evaluate(() => (globalThis as { pwned?: boolean }).pwned),
         ).toBeUndefined();
         expect(await page.locator("#messages b").count()).toBe(0);
+        expect(await policyViolations(page)).toEqual([]); // the app itself breaks no rule of its policy
       }
       await edgePage.screenshot({ path: join(SCREENSHOTS, `chat-${transport}.png`) });
       await edgePage.close();
@@ -310,6 +321,25 @@ describe("the room list", () => {
 });
 
 describe("the page through the edge", () => {
+  it("runs under a Content-Security-Policy that lets no injected script run", async () => {
+    const page = await openChat(cluster.edgeUrl ?? "", freshRoom("csp"), "websocket", "cy");
+    // What text that slipped past escaping could try: an inline script, a beacon elsewhere.
+    const ran = await page.evaluate(`(() => {
+      const injected = document.createElement("script");
+      injected.textContent = "globalThis.injectedRan = true";
+      document.body.append(injected);
+      const beacon = document.createElement("img");
+      beacon.src = "http://example.invalid/beacon.png";
+      document.body.append(beacon);
+      return globalThis.injectedRan ?? false;
+    })()`);
+    expect(ran).toBe(false);
+    await expect
+      .poll(() => policyViolations(page))
+      .toEqual(["script-src-elem inline", "img-src http://example.invalid/beacon.png"]);
+    await page.close();
+  });
+
   it("reloading serves the assets as cache hits", async () => {
     const page = await browser.newPage();
     const cacheHeaders: string[] = [];
