@@ -410,6 +410,30 @@ describe("pass-through", () => {
     }
   });
 
+  it("keeps the nodes' and the gateway's own endpoints from the public, however the path is spelled", async () => {
+    for (const path of ["/metrics", "/healthz", "/readyz", "/.gateway/status"])
+      routes.set(path, serve("internal", {}));
+    routes.set("/api/metrics", serve("public", {}));
+    const spellings = [
+      "/metrics",
+      "/metrics?x=1",
+      "/%6Detrics",
+      "/api/../metrics",
+      "/healthz",
+      "/readyz",
+      "/.gateway/status",
+      "/%2Egateway/status",
+      "/.gateway/metrics",
+    ];
+    for (const path of spellings) {
+      const answer = await get(path);
+      expect(answer.status, path).toBe(404);
+      expect(JSON.parse(answer.body.toString()).error.code, path).toBe("not_found");
+    }
+    expect(seen.map((req) => req.url)).toEqual([]);
+    expect((await get("/api/metrics")).body.toString()).toBe("public");
+  });
+
   it("answers what it cannot pass on, never with a bare hang-up: 431, 408, and 502 to an upgrade", async () => {
     expect((await get("/x", { "x-big": "y".repeat(20_000) })).status).toBe(431);
 

@@ -16,6 +16,13 @@ import { createPassthrough } from "./passthrough.ts";
 const PURGE_PATH = "/.edge/purge";
 const METRICS_PATH = "/.edge/metrics";
 const MAX_PURGE_BODY = 64 * 1024;
+/**
+ * The nodes' and the gateway's own endpoints: for Prometheus and probes on the inside, not
+ * for the public. Passed on, they would show internal addresses and every node's counters,
+ * and let anyone make nodes ping Postgres and Redis at will.
+ */
+const INTERNAL_PATHS = new Set(["/metrics", "/healthz", "/readyz"]);
+const INTERNAL_PREFIX = "/.gateway/";
 
 /**
  * An edge: caches what the origin lets it cache and passes live traffic through, on one
@@ -49,7 +56,9 @@ export function createEdge(config: EdgeConfig, log: Logger) {
       res.writeHead(200, { "content-type": metrics.registry.contentType });
       res.end(await metrics.registry.metrics());
     } else if (path === PURGE_PATH && req.method === "POST") await purge(req, res);
-    else if (isCacheCandidate(req)) await cache.handle(req, res);
+    else if (isInternal(req.url ?? "/")) {
+      throw new ChatError("not_found", `${path} is not served at the edge; reach it from inside`);
+    } else if (isCacheCandidate(req)) await cache.handle(req, res);
     else passthrough.web(req, res);
   }
 
@@ -98,6 +107,17 @@ export function createEdge(config: EdgeConfig, log: Logger) {
       server.closeAllConnections();
     },
   };
+}
+
+/** Judged as the origin will route it: dot segments resolved, percent-escapes decoded. */
+function isInternal(url: string): boolean {
+  let path = new URL(url, "http://edge.invalid").pathname;
+  try {
+    path = decodeURIComponent(path);
+  } catch {
+    // a malformed escape: the origin cannot route it to anything either
+  }
+  return INTERNAL_PATHS.has(path) || path.startsWith(INTERNAL_PREFIX);
 }
 
 function authorized(header: string | undefined, token: string | undefined): boolean {
