@@ -400,25 +400,13 @@ describe("the gateway", () => {
     }
   });
 
-  it("past DISCARD_BODY_MAX_BYTES or DISCARD_BODY_TIMEOUT_MS of a refused body, it closes the connection after the answer", async () => {
-    const { instance: strict } = await extraGateway({
-      DISCARD_BODY_MAX_BYTES: "1000000",
-      DISCARD_BODY_TIMEOUT_MS: "500",
-    });
+  it("closes a connection whose refused body stops coming, DISCARD_BODY_TIMEOUT_MS after the answer", async () => {
+    const { instance: strict } = await extraGateway({ DISCARD_BODY_TIMEOUT_MS: "500" });
     await strict.start();
-    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-    const url = `${strict.url}/api/rooms/${freshRoom("unread")}/messages`;
+    const stalled = connect(Number(new URL(strict.url).port), "127.0.0.1");
     try {
-      const huge = JSON.stringify({ body: "x".repeat(8_000_000) });
-      const refused = await postOn(agent, url, huge);
-      expect(refused.status).toBe(413);
-      const next = await postOn(agent, url, JSON.stringify({ body: "next" }));
-      expect(next).toEqual({ status: 201, connection: refused.connection + 1 });
-
-      // A body that stops coming: the answer, then the connection closes, not held forever.
-      const stalled = connect(Number(new URL(strict.url).port), "127.0.0.1");
       stalled.write(
-        `POST ${new URL(url).pathname} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n${"x".repeat(100_000)}`,
+        `POST /api/rooms/${freshRoom("unread")}/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n${"x".repeat(100_000)}`,
       );
       let answer = "";
       let answeredAt = 0;
@@ -433,9 +421,8 @@ describe("the gateway", () => {
       expect(answer).toMatch(/^HTTP\/1\.1 413 /);
       expect(closed).toBe(true);
       expect(Date.now() - answeredAt).toBeGreaterThanOrEqual(400);
-      stalled.destroy();
     } finally {
-      agent.destroy();
+      stalled.destroy();
       await strict.stop();
     }
   });

@@ -3,14 +3,11 @@ import { env } from "./config.ts";
 
 /** Settings of a proxy that may answer before a request's body is all in. */
 export const unreadBodySettings = {
-  /** After such an answer, at most this much more of the body is read and dropped; past it the connection closes. */
-  DISCARD_BODY_MAX_BYTES: env.int(64 * 1024 * 1024, 0),
-  /** ... and for at most this long (nginx's lingering_time is 30 s). */
+  /** After such an answer, the rest of the body is read and dropped for at most this long. */
   DISCARD_BODY_TIMEOUT_MS: env.int(30_000, 0),
 };
 
 export interface UnreadBodyLimits {
-  DISCARD_BODY_MAX_BYTES: number;
   DISCARD_BODY_TIMEOUT_MS: number;
 }
 
@@ -19,7 +16,9 @@ export interface UnreadBodyLimits {
  * body is all read (a node's 413, or an upstream that stopped reading): once the response
  * is sent, the rest of the body is read and dropped, as Node's own server and HAProxy do.
  * Left unread, it would sit in front of the connection's next request, which would hang.
- * A body still coming past the limits gets the connection closed instead.
+ * A body still coming after DISCARD_BODY_TIMEOUT_MS (nginx's lingering_time is 30 s) gets
+ * the connection cut. There is no bound in bytes: closing sooner races the client's reuse of
+ * the connection, and closing with bytes unread resets it, which can lose the answer.
  */
 export function discardBodyLeftAfterAnswer(
   req: IncomingMessage,
@@ -30,21 +29,9 @@ export function discardBodyLeftAfterAnswer(
   res.once("finish", () => {
     if (req.complete || req.destroyed) return;
     req.unpipe(); // whatever read it (a proxied request) gets no more of it
-    let discarded = 0;
-    const stop = () => {
-      clearTimeout(timer);
-      req.off("data", count);
-    };
-    const close = () => {
-      stop();
-      req.socket.destroy();
-    };
-    const count = (chunk: Buffer) => {
-      discarded += chunk.length;
-      if (discarded > limits.DISCARD_BODY_MAX_BYTES) close();
-    };
-    const timer = setTimeout(close, limits.DISCARD_BODY_TIMEOUT_MS);
-    req.on("data", count).once("end", stop).once("close", stop).resume();
+    const timer = setTimeout(() => req.socket.destroy(), limits.DISCARD_BODY_TIMEOUT_MS);
+    const stop = () => clearTimeout(timer);
+    req.once("end", stop).once("close", stop).resume();
   });
 }
 
