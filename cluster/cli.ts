@@ -55,7 +55,7 @@ const first = cluster.nodeUrl(0);
 const other = cluster.nodeUrl(Math.min(1, cluster.nodes.length - 1));
 console.log(`
   chat cluster is up (data in ${cluster.dataDir})
-    open the chat    ${cluster.edgeUrl}/   (the edge)
+    open the chat    ${cluster.edgeUrl}/   (the edge; its metrics: ${cluster.edgeAdminUrl}/metrics)
     gateway          ${cluster.gatewayUrl}   (status: /.gateway/status)
     nodes             ${cluster.nodes.map((node) => node.url).join("  ")}
     prometheus        ${cluster.prometheusUrl ?? "(not installed: apt-get install prometheus)"}

@@ -5,6 +5,8 @@ import { ManagedProcess, RUN_TYPESCRIPT } from "./process.ts";
 export async function startEdge(options: {
   repoRoot: string;
   port: number;
+  /** Its metrics and health. */
+  adminPort: number;
   originUrl: string;
   logDir: string;
   output: "inherit" | "pipe-to-file";
@@ -19,6 +21,7 @@ export async function startEdge(options: {
       ...process.env,
       HOST: "127.0.0.1",
       PORT: String(options.port),
+      ADMIN_PORT: String(options.adminPort),
       ORIGIN_URL: options.originUrl,
       EDGE_ID: "edge-0",
       ...options.env,
@@ -26,7 +29,7 @@ export async function startEdge(options: {
     output: options.output === "inherit" ? "inherit" : { file: join(options.logDir, "edge.log") },
   });
   edge.start();
-  const url = `http://127.0.0.1:${options.port}`;
-  await edge.waitUntil("answering", async () => (await fetch(`${url}/.edge/metrics`)).ok);
+  const admin = `http://127.0.0.1:${options.adminPort}`;
+  await edge.waitUntil("answering", async () => (await fetch(`${admin}/healthz`)).ok);
   return edge;
 }

@@ -27,6 +27,7 @@ export interface ClusterPorts {
   /** Nodes listen on firstNode, firstNode + 1, … */
   firstNode: number;
   edge: number;
+  edgeAdmin: number;
   gateway: number;
   gatewayAdmin: number;
   prometheus: number;
@@ -38,6 +39,7 @@ export const DEFAULT_PORTS: ClusterPorts = {
   replica: 5433,
   firstNode: 4001,
   edge: 8080,
+  edgeAdmin: 8081,
   gateway: 8000,
   gatewayAdmin: 8001,
   prometheus: 9090,
@@ -84,8 +86,9 @@ export interface Cluster {
   readonly primaryUrl: string;
   readonly replicaUrl: string;
   readonly nodes: readonly NodeHandle[];
-  /** The edge's URL when it was asked for. */
+  /** The edge's URL when it was asked for, and its admin port's (/metrics, /healthz). */
   readonly edgeUrl: string | undefined;
+  readonly edgeAdminUrl: string | undefined;
   /** The gateway's URL when it was asked for, and its admin port's (aggregated /metrics). */
   readonly gatewayUrl: string | undefined;
   readonly gatewayAdminUrl: string | undefined;
@@ -200,6 +203,10 @@ class LocalCluster implements Cluster {
     return this.#edge ? `http://127.0.0.1:${this.#parts.ports.edge}` : undefined;
   }
 
+  get edgeAdminUrl(): string | undefined {
+    return this.#edge ? `http://127.0.0.1:${this.#parts.ports.edgeAdmin}` : undefined;
+  }
+
   async boot(nodeCount: number): Promise<void> {
     const { log, options } = this.#parts;
     await Promise.all([this.startRedis(), this.startPrimary(), buildClient()]);
@@ -239,7 +246,7 @@ class LocalCluster implements Cluster {
       this.#nodes.map((node) => `127.0.0.1:${node.port}`),
     );
     prometheus.setTargets("gateway", this.#gateway ? [`127.0.0.1:${ports.gatewayAdmin}`] : []);
-    prometheus.setTargets("edge", this.#edge ? [`127.0.0.1:${ports.edge}`] : []);
+    prometheus.setTargets("edge", this.#edge ? [`127.0.0.1:${ports.edgeAdmin}`] : []);
   }
 
   async #startGateway(
@@ -269,6 +276,7 @@ class LocalCluster implements Cluster {
     this.#edge = await startEdge({
       repoRoot: REPO_ROOT,
       port: ports.edge,
+      adminPort: ports.edgeAdmin,
       originUrl: this.gatewayUrl ?? this.nodeUrl(0),
       logDir,
       output: options.nodeOutput ?? "inherit",
@@ -420,12 +428,13 @@ async function resolvePorts(
 ): Promise<ClusterPorts & { nodes?: number[] }> {
   if (requested !== "auto") return { ...DEFAULT_PORTS, ...requested };
   // Extra node ports leave room for addNode().
-  const free = await Promise.all(Array.from({ length: 7 + nodes + 4 }, findFreePort));
+  const free = await Promise.all(Array.from({ length: 8 + nodes + 4 }, findFreePort));
   const [
     redis = 0,
     primary = 0,
     replica = 0,
     edge = 0,
+    edgeAdmin = 0,
     gateway = 0,
     gatewayAdmin = 0,
     prometheus = 0,
@@ -436,6 +445,7 @@ async function resolvePorts(
     primary,
     replica,
     edge,
+    edgeAdmin,
     gateway,
     gatewayAdmin,
     prometheus,

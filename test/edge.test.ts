@@ -26,6 +26,7 @@ let origin: Server;
 let originPort = 0;
 let edge: ReturnType<typeof createEdge>;
 let edgeUrl = "";
+let adminUrl = "";
 const ADMIN = "edge-admin-token-0123456789";
 
 /** Requests each origin connection has carried, this one included. */
@@ -55,13 +56,16 @@ beforeAll(async () => {
   originPort = await startOrigin();
   const config = loadEdgeConfig({
     PORT: "0",
+    ADMIN_PORT: "0",
     ORIGIN_URL: `http://127.0.0.1:${originPort}`,
     CACHE_MAX_BYTES: String(400 * 1024),
     EDGE_ADMIN_TOKEN: ADMIN,
     HEADERS_TIMEOUT_MS: "1000",
   });
   edge = createEdge(config, createLogger({ service: "edge", instance: "test", level: "silent" }));
-  edgeUrl = `http://127.0.0.1:${await edge.listen()}`;
+  const { port, adminPort } = await edge.listen();
+  edgeUrl = `http://127.0.0.1:${port}`;
+  adminUrl = `http://127.0.0.1:${adminPort}`;
 });
 afterAll(async () => {
   await edge.close();
@@ -236,7 +240,7 @@ describe("edge cache", () => {
     for (let i = 0; i < 6; i++) await get(`/big${i}`);
     expect((await get("/big5")).headers["x-cache"]).toBe("HIT");
     expect((await get("/big0")).headers["x-cache"]).toBe("MISS");
-    const metrics = await (await fetch(`${edgeUrl}/.edge/metrics`)).text();
+    const metrics = await (await fetch(`${adminUrl}/metrics`)).text();
     expect(metrics).toMatch(/edge_cache_evictions_total\{[^}]*\} [1-9]/);
     expect(Number(/edge_cache_bytes\{[^}]*\} (\d+)/.exec(metrics)?.[1])).toBeLessThanOrEqual(
       400 * 1024,
@@ -315,10 +319,10 @@ describe("edge cache", () => {
 describe("several edges", () => {
   it("each keeps its own cache in front of the same origin", async () => {
     const second = createEdge(
-      loadEdgeConfig({ PORT: "0", ORIGIN_URL: `http://127.0.0.1:${originPort}` }),
+      loadEdgeConfig({ PORT: "0", ADMIN_PORT: "0", ORIGIN_URL: `http://127.0.0.1:${originPort}` }),
       createLogger({ service: "edge", instance: "second", level: "silent" }),
     );
-    const secondUrl = `http://127.0.0.1:${await second.listen()}`;
+    const secondUrl = `http://127.0.0.1:${(await second.listen()).port}`;
     try {
       routes.set("/shared", serve("same origin", { "cache-control": "public, max-age=60" }));
       expect((await get("/shared")).headers["x-cache"]).toBe("MISS");
@@ -410,7 +414,7 @@ describe("pass-through", () => {
     }
   });
 
-  it("keeps the nodes' and the gateway's own endpoints from the public, however the path is spelled", async () => {
+  it("keeps the nodes', the gateway's and its own metrics and health from the public, however the path is spelled", async () => {
     for (const path of ["/metrics", "/healthz", "/readyz", "/.gateway/status"])
       routes.set(path, serve("internal", {}));
     routes.set("/api/metrics", serve("public", {}));
@@ -432,6 +436,10 @@ describe("pass-through", () => {
     }
     expect(seen.map((req) => req.url)).toEqual([]);
     expect((await get("/api/metrics")).body.toString()).toBe("public");
+    // Its own metrics and health are on the admin port only.
+    expect((await get("/.edge/metrics")).status).toBe(404);
+    expect(await (await fetch(`${adminUrl}/metrics`)).text()).toContain("edge_cache_hits_total");
+    expect(await (await fetch(`${adminUrl}/healthz`)).json()).toMatchObject({ status: "ok" });
   });
 
   it("answers what it cannot pass on, never with a bare hang-up: 431, 408, and 502 to an upgrade", async () => {

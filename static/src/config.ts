@@ -6,6 +6,8 @@ import { z } from "zod";
 export const edgeConfigSchema = z.object({
   HOST: env.string("127.0.0.1"),
   PORT: env.int(8080, 0, 65535),
+  /** The edge's own metrics and health, for Prometheus and probes: keep it off the public network. */
+  ADMIN_PORT: env.int(8081, 0, 65535),
   EDGE_ID: env.string(hostname()),
   LOG_LEVEL: env.logLevel(),
   /** Where misses and live traffic go: the gateway (or a node). */

@@ -14,7 +14,6 @@ import { createEdgeMetrics } from "./metrics.ts";
 import { createPassthrough } from "./passthrough.ts";
 
 const PURGE_PATH = "/.edge/purge";
-const METRICS_PATH = "/.edge/metrics";
 const MAX_PURGE_BODY = 64 * 1024;
 /**
  * The nodes' and the gateway's own endpoints: for Prometheus and probes on the inside, not
@@ -25,8 +24,9 @@ const INTERNAL_PATHS = new Set(["/metrics", "/healthz", "/readyz"]);
 const INTERNAL_PREFIX = "/.gateway/";
 
 /**
- * An edge: caches what the origin lets it cache and passes live traffic through, on one
- * port. Its own endpoints live under /.edge/ so they never shadow the origin's paths.
+ * An edge: caches what the origin lets it cache and passes live traffic through, on the
+ * public port, where its one endpoint of its own (purge) lives under /.edge/ so as never to
+ * shadow the origin's paths. Its metrics and health are on ADMIN_PORT, for the inside.
  */
 export function createEdge(config: EdgeConfig, log: Logger) {
   const metrics = createEdgeMetrics(config.EDGE_ID);
@@ -51,12 +51,9 @@ export function createEdge(config: EdgeConfig, log: Logger) {
   server.on("clientError", answerClientError);
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = (req.url ?? "/").split("?")[0];
-    if (path === METRICS_PATH) {
-      res.writeHead(200, { "content-type": metrics.registry.contentType });
-      res.end(await metrics.registry.metrics());
-    } else if (path === PURGE_PATH && req.method === "POST") await purge(req, res);
-    else if (isInternal(req.url ?? "/")) {
+    const path = (req.url ?? "/").split("?")[0] ?? "/";
+    if (path === PURGE_PATH && req.method === "POST") await purge(req, res);
+    else if (path.startsWith("/.edge/") || isInternal(req.url ?? "/")) {
       throw new ChatError("not_found", `${path} is not served at the edge; reach it from inside`);
     } else if (isCacheCandidate(req)) await cache.handle(req, res);
     else passthrough.web(req, res);
@@ -89,24 +86,45 @@ export function createEdge(config: EdgeConfig, log: Logger) {
     else json(res, chatError.code === "unavailable" ? 502 : chatError.status, chatError.toBody());
   }
 
+  /** `GET /metrics` (Prometheus) and `GET /healthz` (probes), on ADMIN_PORT. */
+  const admin: Server = createServer((req, res) => {
+    const path = (req.url ?? "/").split("?")[0];
+    if (req.method !== "GET")
+      json(res, 405, { error: { code: "bad_request", message: "GET only" } });
+    else if (path === "/healthz") json(res, 200, { status: "ok", edge: config.EDGE_ID });
+    else if (path === "/metrics")
+      void metrics.registry.metrics().then((text) => {
+        res.writeHead(200, { "content-type": metrics.registry.contentType });
+        res.end(text);
+      });
+    else json(res, 404, { error: { code: "not_found", message: "GET /metrics or /healthz" } });
+  });
+
   return {
     server,
     metrics,
-    listen(): Promise<number> {
-      return new Promise((resolve, reject) => {
-        server.once("error", reject);
-        server.listen(config.PORT, config.HOST, 4096, () => {
-          const address = server.address();
-          resolve(typeof address === "object" && address ? address.port : config.PORT);
-        });
-      });
+    /** Opens the public and the admin port: the ports they got (useful when asked for 0). */
+    async listen(): Promise<{ port: number; adminPort: number }> {
+      const port = await listenOn(server, config.PORT, config.HOST);
+      return { port, adminPort: await listenOn(admin, config.ADMIN_PORT, config.HOST) };
     },
     async close(): Promise<void> {
       passthrough.close();
+      admin.close();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeAllConnections();
     },
   };
+}
+
+function listenOn(server: Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, 4096, () => {
+      const address = server.address();
+      resolve(typeof address === "object" && address ? address.port : port);
+    });
+  });
 }
 
 /** Judged as the origin will route it: dot segments resolved, percent-escapes decoded. */

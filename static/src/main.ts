@@ -29,5 +29,5 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
   });
 }
 
-const port = await edge.listen();
-log.info({ port, origin: config.ORIGIN_URL }, "edge listening");
+const { port, adminPort } = await edge.listen();
+log.info({ port, adminPort, origin: config.ORIGIN_URL }, "edge listening");

@@ -135,8 +135,8 @@ async function coldEdgeLoads(
   const runs: PageLoadSummary[] = [];
   for (let i = 0; i < loads; i++)
     runs.push(
-      await withNearEdge(cluster, link, (url) =>
-        measure("cold edge", url, link, browser, 1, say, url),
+      await withNearEdge(cluster, link, (edge) =>
+        measure("cold edge", edge.url, link, browser, 1, say, edge),
       ),
     );
   return merge("cold edge", runs);
@@ -149,29 +149,36 @@ async function warmEdgeLoads(
   loads: number,
   say: (line: string) => void,
 ): Promise<PageLoadSummary> {
-  return withNearEdge(cluster, link, async (url) => {
-    await measure("warm-up", url, link, browser, 1, () => {});
-    return measure("warm edge", url, link, browser, loads, say, url);
+  return withNearEdge(cluster, link, async (edge) => {
+    await measure("warm-up", edge.url, link, browser, 1, () => {});
+    return measure("warm edge", edge.url, link, browser, loads, say, edge);
   });
+}
+
+/** An edge started for the far user: where pages load from, and where its metrics are. */
+interface NearEdge {
+  url: string;
+  admin: string;
 }
 
 /** Runs `use` against an edge next to the user, whose origin is across the long-haul link. */
 async function withNearEdge<T>(
   cluster: Cluster,
   link: DelayLink,
-  use: (edgeUrl: string) => Promise<T>,
+  use: (edge: NearEdge) => Promise<T>,
 ): Promise<T> {
-  const port = await findFreePort();
+  const [port, adminPort] = await Promise.all([findFreePort(), findFreePort()]);
   const edge = await startEdge({
     repoRoot: REPO_ROOT,
     port,
+    adminPort,
     originUrl: `http://127.0.0.1:${link.port}`,
     logDir: cluster.dataDir,
     output: "pipe-to-file",
     env: { LOG_LEVEL: "warn" },
   });
   try {
-    return await use(`http://127.0.0.1:${port}/`);
+    return await use({ url: `http://127.0.0.1:${port}/`, admin: `http://127.0.0.1:${adminPort}` });
   } finally {
     await edge.stop();
   }
@@ -184,12 +191,12 @@ async function measure(
   browser: Browser,
   loads: number,
   say: (line: string) => void,
-  edgeUrl?: string,
+  edge?: NearEdge,
 ): Promise<PageLoadSummary> {
   const before = {
     connections: link.connections,
     bytes: link.bytesDown,
-    edge: edgeUrl ? await edgeCounters(edgeUrl) : undefined,
+    edge: edge ? await edgeCounters(edge) : undefined,
   };
   const timings: PageTiming[] = [];
   let requests = 0;
@@ -209,7 +216,7 @@ async function measure(
         `  ${setup}: page loaded in ${m.load} ms (last byte ${m.lastByte} ms, DOMContentLoaded ${m.domContentLoaded} ms)`,
       );
   }
-  const after = edgeUrl ? await edgeCounters(edgeUrl) : undefined;
+  const after = edge ? await edgeCounters(edge) : undefined;
   const loadMs = timings.map((t) => t.milestones.load);
   const lastByteMs = timings.map((t) => t.milestones.lastByte);
   const summary: PageLoadSummary = {
@@ -264,9 +271,9 @@ type EdgeCounters = Record<
   number
 >;
 
-/** The edge's own counters of cacheable requests and body bytes (its /.edge/metrics). */
-async function edgeCounters(edgeUrl: string): Promise<EdgeCounters> {
-  const text = await (await fetch(new URL("/.edge/metrics", edgeUrl))).text();
+/** The edge's own counters of cacheable requests and body bytes (its admin port's /metrics). */
+async function edgeCounters(edge: NearEdge): Promise<EdgeCounters> {
+  const text = await (await fetch(`${edge.admin}/metrics`)).text();
   const total = (name: string) =>
     text
       .split("\n")

@@ -190,7 +190,13 @@ export async function startEdge(
   cores: string,
   runtime = CURRENT_RUNTIME,
 ) {
-  const env = { ...process.env, PORT: String(port), ORIGIN_URL: origin.url, LOG_LEVEL: "warn" };
+  const env = {
+    ...process.env,
+    PORT: String(port),
+    ADMIN_PORT: "0", // its metrics are not measured here; any free port
+    ORIGIN_URL: origin.url,
+    LOG_LEVEL: "warn",
+  };
   return ready(
     {
       name: onRuntime("edge (ours)", runtime),
