@@ -7,9 +7,7 @@ export const unreadBodySettings = {
   DISCARD_BODY_TIMEOUT_MS: env.int(30_000, 0),
 };
 
-export interface UnreadBodyLimits {
-  DISCARD_BODY_TIMEOUT_MS: number;
-}
+export type UnreadBodyLimits = Record<keyof typeof unreadBodySettings, number>;
 
 /**
  * Keeps a keep-alive connection usable when its response goes out before the request's
@@ -36,13 +34,22 @@ export function discardBodyLeftAfterAnswer(
 }
 
 /**
- * The proxied request of such a body: its upstream connection, stuck mid-request once the
- * rest of the body is dropped, is closed rather than left waiting for it.
+ * A proxied request whose upstream answered before it had the whole body: the upstream may
+ * never read the rest (a node's 413 does not), and will close the connection soon, so the
+ * connection is closed here once the answer is relayed, instead of being kept alive for
+ * another request that would sit behind the unread bytes and be reset with them.
  */
-export function closeUpstreamOfBodyLeft(
+export function closeUpstreamAnsweredEarly(
   req: IncomingMessage,
   res: ServerResponse,
   upstream: ClientRequest,
 ): void {
-  if (!req.complete) res.once("finish", () => req.complete || upstream.destroy());
+  if (req.complete && !hasBody(req)) return; // a GET: nothing to answer early
+  upstream.once("response", () => {
+    if (req.complete && upstream.writableFinished) return; // it had the whole body
+    res.once("finish", () => upstream.destroy());
+  });
 }
+
+const hasBody = (req: IncomingMessage) =>
+  Number(req.headers["content-length"] ?? 0) > 0 || req.headers["transfer-encoding"] !== undefined;

@@ -4,7 +4,7 @@ import type { Duplex } from "node:stream";
 import {
   answerRaw,
   ChatError,
-  closeUpstreamOfBodyLeft,
+  closeUpstreamAnsweredEarly,
   keepAliveAgent,
   type Logger,
 } from "@chat/shared";
@@ -22,7 +22,7 @@ export function createPassthrough(originUrl: string, metrics: EdgeMetrics, log: 
     xfwd: true,
     agent: keepAliveAgent({ maxSockets: 1024 }),
   });
-  proxy.on("proxyReq", (proxyReq, req, res) => closeUpstreamOfBodyLeft(req, res, proxyReq));
+  proxy.on("proxyReq", (proxyReq, req, res) => closeUpstreamAnsweredEarly(req, res, proxyReq));
   proxy.on("proxyRes", (proxyRes, _req, res) => {
     proxyRes.headers["cache-status"] = "chat-edge; fwd=bypass";
     proxyRes.headers["x-cache"] = "BYPASS";

@@ -9,7 +9,7 @@ import type { Socket } from "node:net";
 import { Readable } from "node:stream";
 import {
   ChatError,
-  closeUpstreamOfBodyLeft,
+  closeUpstreamAnsweredEarly,
   type ErrorCode,
   HOP_BY_HOP_HEADERS,
   keepAliveAgent,
@@ -207,7 +207,7 @@ export function createHttpProxy(deps: {
         };
         if (proxyReq.socket) watchConnect(proxyReq.socket);
         else proxyReq.once("socket", watchConnect);
-        closeUpstreamOfBodyLeft(req, res, proxyReq);
+        closeUpstreamAnsweredEarly(req, res, proxyReq);
         proxyReq.setTimeout(timeoutMs, () => {
           timedOut = true;
           proxyReq.destroy(new Error("upstream timed out"));
