@@ -5,6 +5,7 @@ import {
   answerRaw,
   discardBodyLeftAfterAnswer,
   type Logger,
+  listenOn,
 } from "@chat/shared";
 import { createAdmission } from "./admission/admission.ts";
 import type { GatewayConfig } from "./config.ts";
@@ -128,13 +129,7 @@ export function createGateway(
           startHealthChecks(pool, config, log),
         );
       stops.push(reportUpstreams(pool, metrics));
-      return new Promise((resolve, reject) => {
-        server.once("error", reject);
-        server.listen(config.PORT, config.HOST, config.LISTEN_BACKLOG, () => {
-          const address = server.address();
-          resolve(typeof address === "object" && address ? address.port : config.PORT);
-        });
-      });
+      return listenOn(server, config.PORT, config.HOST, config.LISTEN_BACKLOG);
     },
     /** Stops accepting, lets in-flight requests finish (bounded by the caller), then closes. */
     async close(): Promise<void> {

@@ -5,7 +5,7 @@
  */
 import cluster from "node:cluster";
 import { createServer } from "node:http";
-import { ConfigError, createLogger } from "@chat/shared";
+import { answerMetrics, ConfigError, createLogger } from "@chat/shared";
 import { AggregatorRegistry } from "prom-client";
 import { loadGatewayConfig } from "./config.ts";
 import { createGateway } from "./gateway.ts";
@@ -41,16 +41,7 @@ if (cluster.isPrimary) {
   const aggregator = new AggregatorRegistry();
   const admin = createServer((req, res) => {
     if (req.url?.startsWith("/metrics")) {
-      aggregator.clusterMetrics().then(
-        (text) => {
-          res.writeHead(200, { "content-type": aggregator.contentType });
-          res.end(text);
-        },
-        () => {
-          res.writeHead(503);
-          res.end();
-        },
-      );
+      answerMetrics(res, aggregator.contentType, () => aggregator.clusterMetrics());
     } else {
       res.writeHead(404);
       res.end();

@@ -2,6 +2,7 @@ export * from "./close-codes.ts";
 export * from "./config.ts";
 export * from "./errors.ts";
 export * from "./http-headers.ts";
+export * from "./http-server.ts";
 export * from "./keep-alive-agent.ts";
 export * from "./logger.ts";
 export * from "./metrics.ts";

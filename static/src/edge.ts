@@ -2,9 +2,11 @@ import { timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import {
   answerClientError,
+  answerMetrics,
   ChatError,
   discardBodyLeftAfterAnswer,
   type Logger,
+  listenOn,
 } from "@chat/shared";
 import { CacheStore } from "./cache/cache-store.ts";
 import { EdgeCache } from "./cache/edge-cache.ts";
@@ -93,10 +95,7 @@ export function createEdge(config: EdgeConfig, log: Logger) {
       json(res, 405, { error: { code: "bad_request", message: "GET only" } });
     else if (path === "/healthz") json(res, 200, { status: "ok", edge: config.EDGE_ID });
     else if (path === "/metrics")
-      void metrics.registry.metrics().then((text) => {
-        res.writeHead(200, { "content-type": metrics.registry.contentType });
-        res.end(text);
-      });
+      answerMetrics(res, metrics.registry.contentType, () => metrics.registry.metrics());
     else json(res, 404, { error: { code: "not_found", message: "GET /metrics or /healthz" } });
   });
 
@@ -115,16 +114,6 @@ export function createEdge(config: EdgeConfig, log: Logger) {
       server.closeAllConnections();
     },
   };
-}
-
-function listenOn(server: Server, port: number, host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, 4096, () => {
-      const address = server.address();
-      resolve(typeof address === "object" && address ? address.port : port);
-    });
-  });
 }
 
 /** Judged as the origin will route it: dot segments resolved, percent-escapes decoded. */
