@@ -4,7 +4,8 @@ import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { launchChromium } from "../cluster/chromium.ts";
 import { REPO_ROOT } from "../cluster/launcher.ts";
-import { sendReliably, sleep } from "./support/clients.ts";
+import { TokenIssuer } from "../services/src/identity/tokens.ts";
+import { history, sendReliably, sleep } from "./support/clients.ts";
 import {
   freshRoom,
   inProcessNode,
@@ -43,8 +44,7 @@ async function openChat(
   transport: string,
   name: string,
 ): Promise<Page> {
-  const page = await browser.newPage();
-  await page.addInitScript({ content: RECORD_POLICY_VIOLATIONS });
+  const page = await newPage();
   await page.goto(`${base}/chat?room=${room}&transport=${transport}`);
   await page.getByLabel("Your name").fill(name);
   await page.getByRole("button", { name: "Set" }).click();
@@ -53,6 +53,18 @@ async function openChat(
     .toContain("connected");
   return page;
 }
+
+/** A page that records what its policy blocks and what it logs as errors. */
+async function newPage(): Promise<Page> {
+  const page = await browser.newPage();
+  await page.addInitScript({ content: RECORD_POLICY_VIOLATIONS });
+  const errors: string[] = [];
+  consoleErrors.set(page, errors);
+  page.on("console", (entry) => entry.type() === "error" && errors.push(entry.text()));
+  page.on("pageerror", (error) => errors.push(error.message));
+  return page;
+}
+const consoleErrors = new WeakMap<Page, string[]>();
 
 /** Runs in the page before its own script: keeps what its Content-Security-Policy blocked. */
 const RECORD_POLICY_VIOLATIONS = `
@@ -105,6 +117,7 @@ describe.each(["websocket", "longpoll", "sse", "polling"])(
         ).toBeUndefined();
         expect(await page.locator("#messages b").count()).toBe(0);
         expect(await policyViolations(page)).toEqual([]); // the app itself breaks no rule of its policy
+        expect(consoleErrors.get(page)).toEqual([]); // no failed request (a missing icon), no exception
       }
       await edgePage.screenshot({ path: join(SCREENSHOTS, `chat-${transport}.png`) });
       await edgePage.close();
@@ -189,7 +202,7 @@ describe("the page", () => {
         .poll(() => texts(page), { timeout: 15_000 })
         .toEqual(["sent while the node was busy"]);
       expect(await storedSeqs(cluster, room)).toEqual([1]);
-      expect(await page.locator("#status").textContent()).not.toContain("not sent");
+      expect(await page.locator("#notice").isHidden()).toBe(true); // no "not sent" shown
       await page.close();
     } finally {
       await occupied?.release();
@@ -239,6 +252,74 @@ describe("the page", () => {
     await expect
       .poll(() => texts(page), { timeout: 10_000 })
       .toEqual(["fast 1", "fast 2", "fast 3"]);
+    await page.close();
+  });
+});
+
+describe("what the server refuses", () => {
+  it.each(["websocket", "longpoll", "sse", "polling"])(
+    "a kept session the server no longer takes (over %s) is renewed under the same name, and the page chats",
+    async (transport) => {
+      // Signed with a secret the deployment no longer has: as after a rotation, or expiry.
+      const stale = await new TokenIssuer({ secret: "rotated-away", ttlSeconds: 3600 }).issueGuest(
+        "pat",
+      );
+      const room = freshRoom(`stale-${transport}`);
+      const page = await newPage();
+      await page.addInitScript({
+        content: `localStorage.setItem("chat.session", ${JSON.stringify(JSON.stringify(stale))})`,
+      });
+      await page.goto(`${cluster.edgeUrl}/chat?room=${room}&transport=${transport}`);
+      await expect
+        .poll(() => page.locator("#status").textContent(), { timeout: 15_000 })
+        .toContain("connected");
+      await say(page, "after the secret changed");
+      await expect
+        .poll(() => texts(page), { timeout: 15_000 })
+        .toEqual(["after the secret changed"]);
+      const [stored] = await history(cluster.nodeUrl(0), room);
+      expect(stored?.user).toBe("pat");
+      const kept = await page.evaluate(`localStorage.getItem("chat.session")`);
+      const { token } = JSON.parse(String(kept)) as { token: string };
+      expect(token).not.toBe(stale.token);
+      const check = await fetch(`${cluster.nodeUrl(0)}/api/session`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      expect(await check.json()).toMatchObject({ user: { name: "pat" } });
+      await page.close();
+    },
+  );
+
+  it("a send refused over HTTP says why at once and keeps the text to edit", async () => {
+    const page = await openChat(cluster.edgeUrl ?? "", freshRoom("too-long"), "polling", "lee");
+    const tooLong = "x".repeat(5000);
+    await say(page, tooLong);
+    // Before, a 413 was retried like a lost connection, for ~15 s, before anything showed.
+    await expect
+      .poll(() => page.locator("#notice").textContent(), { timeout: 3000 })
+      .toContain("MAX_MESSAGE_BYTES");
+    expect(await page.getByLabel("Message").inputValue()).toBe(tooLong);
+    await sleep(1500); // a poll rewrites the status line each second; the notice stays
+    expect(await page.locator("#notice").textContent()).toContain("not sent");
+    await say(page, "shorter");
+    await expect.poll(() => texts(page), { timeout: 10_000 }).toEqual(["shorter"]);
+    expect(await page.locator("#notice").isHidden()).toBe(true);
+    await page.close();
+  });
+
+  it("a name or a room the server refuses is reported, and the room name stays to correct", async () => {
+    const page = await openChat(cluster.edgeUrl ?? "", freshRoom("refusals"), "websocket", "max");
+    await page.getByLabel("Your name").fill("   "); // passes the form's `required`, not the server
+    await page.getByRole("button", { name: "Set" }).click();
+    await expect.poll(() => page.locator("#notice").textContent()).toContain("name not set: name");
+    // As from a browser that does not check the field's pattern.
+    await page.locator("#new-room").evaluate((input) => input.removeAttribute("pattern"));
+    await page.getByLabel("New room name").fill("Bad Room");
+    await page.getByRole("button", { name: "Create" }).click();
+    await expect
+      .poll(() => page.locator("#notice").textContent())
+      .toContain("room not created: room names are");
+    expect(await page.getByLabel("New room name").inputValue()).toBe("Bad Room");
     await page.close();
   });
 });

@@ -1,22 +1,54 @@
-import type { Message } from "@chat/shared";
+import type { ErrorBody, Message, User } from "@chat/shared";
 
 /** The HTTP API, same origin (the edge passes it through to the gateway). */
 export interface Session {
   token: string;
-  user: { id: string; name: string };
+  user: User;
+}
+
+/** A refusal from the server, with its stable code (`invalid_token`, `payload_too_large`…). */
+export class ApiError extends Error {
+  readonly code: string;
+  readonly status: number;
+
+  constructor(code: string, message: string, status: number) {
+    super(message);
+    this.code = code;
+    this.status = status;
+  }
 }
 
 const authHeaders = (token?: string): Record<string, string> =>
   token ? { authorization: `Bearer ${token}` } : {};
 
 async function json<T>(response: Response): Promise<T> {
-  const body = (await response.json()) as T & { error?: { message: string } };
-  if (!response.ok) throw new Error(body.error?.message ?? `HTTP ${response.status}`);
+  const body = (await response.json().catch(() => ({}))) as T & Partial<ErrorBody>;
+  if (!response.ok) {
+    const { code = "http_error", message = `HTTP ${response.status}` } = body.error ?? {};
+    throw new ApiError(code, message, response.status);
+  }
   return body;
 }
 
 export async function createSession(name: string): Promise<Session> {
-  return json(await fetch("/api/session", { method: "POST", body: JSON.stringify({ name }) }));
+  return json(
+    await fetch("/api/session", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ name }),
+    }),
+  );
+}
+
+/** Whether the server still takes this token: false once it expired or the secret changed. */
+export async function sessionIsValid(token: string): Promise<boolean> {
+  try {
+    await json(await fetch("/api/session", { headers: authHeaders(token) }));
+    return true;
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) return false;
+    throw error;
+  }
 }
 
 /** A page of room names after `after` (by name); `next` is the next page's `after`, or null. */
@@ -31,7 +63,7 @@ export async function listRooms(after = ""): Promise<{ rooms: string[]; next: st
 export async function createRoom(name: string, token?: string): Promise<void> {
   const response = await fetch("/api/rooms", {
     method: "POST",
-    headers: authHeaders(token),
+    headers: { "content-type": "application/json", ...authHeaders(token) },
     body: JSON.stringify({ name }),
   });
   if (response.status !== 409) await json(response);
@@ -48,25 +80,37 @@ export async function history(
   return { messages, node: response.headers.get("x-chat-node") };
 }
 
-/** Sends over HTTP, retrying with the same client id until the server acknowledges. */
+const SEND_ATTEMPTS = 10;
+
+/**
+ * Sends over HTTP. A lost connection, a 5xx or a 429 is tried again with the same client id
+ * (the server stores it once), after `Retry-After` when given; any other refusal is final.
+ */
 export async function send(
   room: string,
   body: string,
   clientId: string,
   token?: string,
 ): Promise<Message> {
-  for (let attempt = 0; ; attempt++) {
+  for (let attempt = 1; ; attempt++) {
+    let response: Response | undefined;
     try {
-      const response = await fetch(`/api/rooms/${room}/messages`, {
+      response = await fetch(`/api/rooms/${room}/messages`, {
         method: "POST",
         headers: { "content-type": "application/json", ...authHeaders(token) },
         body: JSON.stringify({ body, client_id: clientId }),
       });
-      if (response.status < 500) return await json<Message>(response);
     } catch (error) {
-      if (attempt >= 10) throw error;
+      if (attempt >= SEND_ATTEMPTS) throw error;
     }
-    if (attempt >= 10) throw new Error("the server did not take the message; try again");
-    await new Promise((resolve) => setTimeout(resolve, Math.min(2000, 200 * 2 ** attempt)));
+    const retryable = !response || response.status >= 500 || response.status === 429;
+    if (response && (!retryable || attempt >= SEND_ATTEMPTS)) return json<Message>(response);
+    await new Promise((resolve) => setTimeout(resolve, retryDelayMs(response, attempt)));
   }
+}
+
+function retryDelayMs(response: Response | undefined, attempt: number): number {
+  const retryAfter = Number(response?.headers.get("retry-after"));
+  if (retryAfter > 0) return retryAfter * 1000;
+  return Math.min(2000, 100 * 2 ** attempt);
 }

@@ -1,5 +1,13 @@
 import type { Message } from "@chat/shared";
-import { createRoom, createSession, history, listRooms, type Session } from "./api.ts";
+import {
+  ApiError,
+  createRoom,
+  createSession,
+  history,
+  listRooms,
+  type Session,
+  sessionIsValid,
+} from "./api.ts";
 import { type Live, openLive, type TransportName } from "./live.ts";
 
 /**
@@ -9,6 +17,7 @@ import { type Live, openLive, type TransportName } from "./live.ts";
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const view = {
   status: $("status"),
+  notice: $("notice"),
   nameForm: $<HTMLFormElement>("name-form"),
   name: $<HTMLInputElement>("name"),
   transport: $<HTMLSelectElement>("transport"),
@@ -43,10 +52,51 @@ const state = {
   mine: new Set<string>(),
   /** Messages apply one at a time, so a gap fill and live arrivals never interleave. */
   applying: Promise.resolve(),
+  /** When the kept token was last checked with the server (a failing transport rechecks it). */
+  sessionCheckedAt: 0,
 };
 
+/** The connection's state: each transport updates it as it goes. */
 function setStatus(text: string): void {
   view.status.textContent = text;
+}
+
+/** What the server refused, kept apart from the status, which a poll rewrites every second. */
+function showNotice(text: string | null): void {
+  view.notice.textContent = text ?? "";
+  view.notice.hidden = text === null;
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function keepSession(session: Session | null): void {
+  state.session = session;
+  if (session) localStorage.setItem("chat.session", JSON.stringify(session));
+  else localStorage.removeItem("chat.session");
+}
+
+const SESSION_RECHECK_MS = 10_000;
+
+/**
+ * A kept token stops working after `TOKEN_TTL_S` or when the deployment's secret changes, and
+ * sockets refuse it with no reason a page can read: ask the server, and if it is refused take
+ * a new guest token for the same name. True when the session was replaced.
+ */
+async function renewIfRefused(): Promise<boolean> {
+  const session = state.session;
+  if (!session || Date.now() - state.sessionCheckedAt < SESSION_RECHECK_MS) return false;
+  state.sessionCheckedAt = Date.now();
+  try {
+    if (await sessionIsValid(session.token)) return false;
+    keepSession(await createSession(session.user.name));
+  } catch (error) {
+    if (!(error instanceof ApiError)) return false; // offline: the transport keeps retrying
+    keepSession(null); // the name itself is refused now: carry on as the anonymous guest
+    showNotice(`signed out: ${describe(error)}`);
+  }
+  return true;
 }
 
 function renderMessage(message: Message): HTMLLIElement {
@@ -129,6 +179,7 @@ async function enterRoom(room: string): Promise<void> {
   const [{ messages }] = await Promise.all([
     history(room, { before: Number.MAX_SAFE_INTEGER, limit: 50 }),
     onePageAtATime(view.moreRooms, () => loadRooms()),
+    renewIfRefused(),
   ]);
   if (visit !== state.visit) return; // another room was chosen meanwhile
   state.lastSeq = (messages[0]?.seq ?? 1) - 1;
@@ -146,11 +197,13 @@ function connect(): void {
   setStatus(`${transport} · connecting…`);
   state.live = openLive(state.transport, state.room, () => state.lastSeq, state.session?.token, {
     onMessage: (message) => current() && receive(message),
-    onStatus: (status, node) =>
-      current() &&
+    onStatus: (status, node) => {
+      if (!current()) return;
       setStatus(
         `${transport} · ${status === "live" ? "connected" : "reconnecting…"}${node ? ` · node ${node}` : ""}`,
-      ),
+      );
+      if (status === "reconnecting") void renewIfRefused().then((renewed) => renewed && connect());
+    },
     onPresence: (names) => current() && renderPresence(names),
   });
 }
@@ -162,7 +215,7 @@ async function loadRooms(more = false): Promise<void> {
     state.rooms = more ? [...state.rooms, ...page.rooms] : page.rooms;
     state.roomsNext = page.next;
   } catch (error) {
-    setStatus(`rooms not listed: ${error instanceof Error ? error.message : String(error)}`);
+    showNotice(`rooms not listed: ${describe(error)}`);
   }
   renderRooms();
 }
@@ -221,10 +274,24 @@ async function sendCurrent(): Promise<void> {
   state.mine.add(clientId);
   view.body.value = "";
   try {
-    receive(await state.live.send(body, clientId));
+    receive(await sendRenewingSession(state.live, body, clientId));
+    showNotice(null);
   } catch (error) {
     view.body.value = body;
-    setStatus(`not sent: ${error instanceof Error ? error.message : String(error)}`);
+    showNotice(`not sent: ${describe(error)}`);
+  }
+}
+
+/** A send refused for its token goes again, once, on a renewed session. */
+async function sendRenewingSession(live: Live, body: string, clientId: string): Promise<Message> {
+  try {
+    return await live.send(body, clientId);
+  } catch (error) {
+    if (!(error instanceof ApiError && error.code === "invalid_token")) throw error;
+    state.sessionCheckedAt = 0;
+    if (!(await renewIfRefused())) throw error;
+    connect();
+    return (state.live ?? live).send(body, clientId);
   }
 }
 
@@ -240,17 +307,26 @@ view.body.addEventListener("keydown", (event) => {
 });
 view.nameForm.addEventListener("submit", (event) => {
   event.preventDefault();
-  void createSession(view.name.value).then((session) => {
-    state.session = session;
-    localStorage.setItem("chat.session", JSON.stringify(session));
-    connect();
-  });
+  createSession(view.name.value).then(
+    (session) => {
+      keepSession(session);
+      showNotice(null);
+      connect();
+    },
+    (error) => showNotice(`name not set: ${describe(error)}`),
+  );
 });
 view.roomForm.addEventListener("submit", (event) => {
   event.preventDefault();
   const room = view.newRoom.value;
-  view.newRoom.value = "";
-  void createRoom(room, state.session?.token).then(() => enterRoom(room));
+  createRoom(room, state.session?.token).then(
+    () => {
+      view.newRoom.value = "";
+      showNotice(null);
+      return enterRoom(room);
+    },
+    (error) => showNotice(`room not created: ${describe(error)}`),
+  );
 });
 view.transport.addEventListener("change", () => {
   state.transport = view.transport.value as TransportName;
