@@ -173,7 +173,7 @@ describe("Action Cable", () => {
     await expect.poll(() => got, { timeout: 10_000 }).toEqual([3, 4, 5]);
   });
 
-  it("errors come back on the subscription: size limit, unknown action", async () => {
+  it("errors come back on the subscription, naming Action Cable's own fields: size limit, empty message, unknown action", async () => {
     const room = freshRoom("cable-errors");
     const a = follow(
       consumer(() => cluster.nodeUrl(1)),
@@ -181,11 +181,16 @@ describe("Action Cable", () => {
     );
     await a.ready;
     a.subscription.perform("speak", { message: "x".repeat(5000) });
+    a.subscription.perform("speak", { message: " " });
     a.subscription.perform("dance", {});
     await expect
       .poll(() => a.errors, { timeout: 10_000 })
       .toEqual([
-        expect.objectContaining({ code: "payload_too_large" }),
+        expect.objectContaining({
+          code: "payload_too_large",
+          message: expect.stringMatching(/^message is 5000 bytes/),
+        }),
+        { code: "bad_request", message: "message must be a non-empty string" },
         expect.objectContaining({ code: "unknown_event" }),
       ]);
   });

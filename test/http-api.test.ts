@@ -44,6 +44,24 @@ describe("guest identity", () => {
     const viaQuery = await call(`/api/rooms/${room}/messages?token=${session.body.token}`);
     expect(viaQuery.status).toBe(200);
   });
+
+  it("tells a client whether the token it kept is still taken, on any node", async () => {
+    const { body: session } = await postJson("/api/session", JSON.stringify({ name: "Kit" }));
+    const check = (token?: string) =>
+      fetch(`${cluster.nodeUrl(1)}/api/session`, {
+        headers: token ? { authorization: `Bearer ${token}` } : {},
+      });
+    const valid = await check(session.token);
+    expect(valid.status).toBe(200);
+    expect(await valid.json()).toEqual({ user: session.user });
+    const [head, , signature] = session.token.split(".");
+    const forged = `${head}.${Buffer.from('{"sub":"u_x","name":"Kit","exp":9999999999}').toString("base64url")}.${signature}`;
+    const refused = await check(forged);
+    expect(refused.status).toBe(401);
+    expect(refused.headers.get("www-authenticate")).toBe('Bearer error="invalid_token"');
+    expect(await refused.json()).toMatchObject({ error: { code: "invalid_token" } });
+    expect(await (await check()).json()).toEqual({ user: { id: "anonymous", name: "guest" } });
+  });
 });
 
 describe("rooms", () => {
@@ -238,6 +256,12 @@ describe("bad input gets the documented JSON error and loses nothing", () => {
     ],
     ["an unknown route", () => call("/api/nothing-here"), 404, "not_found"],
     [
+      "a method the route does not take",
+      () => call(`/api/rooms/${room}/messages`, { method: "DELETE" }),
+      405,
+      "method_not_allowed",
+    ],
+    [
       "a forged token",
       () =>
         call(`/api/rooms/${room}/messages`, { headers: { authorization: "Bearer abc.def.ghi" } }),
@@ -264,6 +288,16 @@ describe("bad input gets the documented JSON error and loses nothing", () => {
     expect(response.body).toEqual({ error: { code, message: expect.any(String) } });
   });
 
+  it("a method a path does not take is 405 with the methods it does take in Allow", async () => {
+    const allowed = async (method: string, path: string) =>
+      (await fetch(`${node()}${path}`, { method })).headers.get("allow");
+    expect(await allowed("DELETE", `/api/rooms/${room}/messages`)).toBe("GET, HEAD, POST");
+    expect(await allowed("PUT", "/api/session")).toBe("GET, HEAD, POST");
+    expect(await allowed("POST", "/")).toBe("GET, HEAD");
+    expect(await allowed("GET", "/chat/speak")).toBe("POST");
+    expect(await allowed("POST", "/nothing-here")).toBeNull(); // 404: no method would do
+  });
+
   it("says what was wrong: a form sent where JSON belongs, each bad field once, with its name", async () => {
     const form = await call(`/api/rooms/${room}/messages`, {
       method: "POST",
@@ -275,6 +309,12 @@ describe("bad input gets the documented JSON error and loses nothing", () => {
     );
     const huge = await call(`/api/rooms/${room}/messages?after=1e30&limit=0`);
     expect(huge.body.error.message).toMatch(/^after: [^;]+; limit: [^;]+$/);
+    const word = await call(`/api/rooms/${room}/messages?after=abc&wait=soon`);
+    expect(word.body.error.message).toBe(
+      "after: must be a whole number; wait: must be a number of seconds",
+    ); // was "after: Invalid input: expected number, received NaN"
+    const speak = await postJson("/chat/speak", JSON.stringify({ message: "" }));
+    expect(speak.body.error.message).toBe("message must be a non-empty string");
     const id = await postJson(
       `/api/rooms/${room}/messages`,
       JSON.stringify({ body: "x", client_id: "" }),

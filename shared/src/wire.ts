@@ -39,6 +39,7 @@ export const ERROR_STATUS = {
   invalid_token: 401,
   forbidden_origin: 403,
   not_found: 404,
+  method_not_allowed: 405,
   room_exists: 409,
   payload_too_large: 413,
   unknown_event: 400,

@@ -15,7 +15,7 @@ import { thesisSocketRoutes } from "../transports/thesis-websocket.ts";
 import { webRoutes } from "../web/routes.ts";
 import { limitRequestBody } from "./body.ts";
 import type { App, AppEnv, NodeServices } from "./context.ts";
-import { errorResponse, notFound } from "./errors.ts";
+import { errorResponse, unrouted } from "./errors.ts";
 
 const OPERATIONS = new Set(["/healthz", "/readyz", "/metrics"]);
 
@@ -69,7 +69,7 @@ export function createApp(services: NodeServices): App {
   ]) {
     routes(app, services);
   }
-  app.notFound(notFound);
+  app.notFound(unrouted(app));
   app.onError((error, c) => errorResponse(error, c, log));
   return app;
 }

@@ -14,22 +14,25 @@ const CLIENT_ID = z
   .max(128)
   .regex(/^[\x21-\x7e]+$/, "must be 1-128 printable ASCII characters without spaces");
 
-/** Validates a send: the body's size in bytes, no NUL (Postgres text cannot hold it), a sane id. */
+/**
+ * Validates a send: the body's size in bytes, no NUL (Postgres text cannot hold it), a sane id.
+ * Errors name the text's field as the client's protocol calls it (`message` in Action Cable).
+ */
 export function parseSendInput(
-  raw: { body: unknown; clientId: unknown },
+  raw: { body: unknown; clientId: unknown; bodyField?: string },
   config: NodeConfig,
 ): SendInput {
-  const body = raw.body;
+  const { body, bodyField = "body" } = raw;
   if (typeof body !== "string" || body.trim() === "") {
-    throw new ChatError("bad_request", "body must be a non-empty string");
+    throw new ChatError("bad_request", `${bodyField} must be a non-empty string`);
   }
   if (body.includes("\u0000"))
-    throw new ChatError("bad_request", "body must not contain NUL characters");
+    throw new ChatError("bad_request", `${bodyField} must not contain NUL characters`);
   const bytes = Buffer.byteLength(body, "utf8");
   if (bytes > config.MAX_MESSAGE_BYTES) {
     throw new ChatError(
       "payload_too_large",
-      `body is ${bytes} bytes; the limit is ${config.MAX_MESSAGE_BYTES} (MAX_MESSAGE_BYTES)`,
+      `${bodyField} is ${bytes} bytes; the limit is ${config.MAX_MESSAGE_BYTES} (MAX_MESSAGE_BYTES)`,
     );
   }
   if (raw.clientId === undefined || raw.clientId === null) return { body, clientId: null };
@@ -43,7 +46,8 @@ export function parseSendInput(
   return { body, clientId: clientId.data };
 }
 
-const count = (max: number) => z.coerce.number().int().min(0).max(max);
+const WHOLE_NUMBER = { error: "must be a whole number" };
+const count = (max: number) => z.coerce.number(WHOLE_NUMBER).int(WHOLE_NUMBER).min(0).max(max);
 
 /** A page size from a query: 1 to `max`, `fallback` (never above `max`) when absent. */
 export const pageLimit = (max: number, fallback: number) =>
@@ -56,7 +60,11 @@ export function historyQuerySchema(config: NodeConfig) {
     /** Scroll-back: the `limit` messages before this seq instead of after `after`. */
     before: count(Number.MAX_SAFE_INTEGER).min(1).optional(),
     limit: pageLimit(config.HISTORY_MAX_LIMIT, config.HISTORY_DEFAULT_LIMIT),
-    wait: z.coerce.number().min(0).max(config.LONGPOLL_MAX_WAIT_S).default(0),
+    wait: z.coerce
+      .number({ error: "must be a number of seconds" })
+      .min(0)
+      .max(config.LONGPOLL_MAX_WAIT_S)
+      .default(0),
   });
 }
 

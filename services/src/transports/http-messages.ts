@@ -30,7 +30,7 @@ export async function send(
   c: Context<AppEnv>,
   { chat, config }: NodeServices,
   room: string,
-  raw: { body: unknown; clientId: unknown },
+  raw: { body: unknown; clientId: unknown; bodyField?: string },
 ): Promise<Response> {
   const sender = { user: c.get("user"), address: clientAddress(c) };
   const { message, created } = await chat.send(room, sender, parseSendInput(raw, config));

@@ -15,6 +15,7 @@ export function thesisRoutes(app: App, services: NodeServices): void {
     const input = await readJsonOrForm(c);
     return send(c, services, DEFAULT_ROOM, {
       body: input.message ?? input.body,
+      bodyField: input.body === undefined ? "message" : "body",
       clientId: input.client_id ?? c.req.header("idempotency-key"),
     });
   });

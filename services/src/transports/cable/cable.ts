@@ -189,7 +189,7 @@ class CableConnection implements SocketProtocol {
         `unknown action ${JSON.stringify(data.action)}; ChatChannel handles speak`,
       );
     const input = parseSendInput(
-      { body: data.message, clientId: data.client_id },
+      { body: data.message, clientId: data.client_id, bodyField: "message" },
       this.#services.config,
     );
     const sender = { user: this.#connection.user, address: this.#connection.address };
