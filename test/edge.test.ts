@@ -314,6 +314,43 @@ describe("edge cache", () => {
     expect(hits("/app.js")).toBe(1);
     expect(br.headers.vary).toContain("Accept-Encoding");
   });
+
+  it("names each encoding's bytes with its own ETag, and answers a conditional request by any of them with a full 304", async () => {
+    routes.set(
+      "/v.js",
+      serve("chat ".repeat(2000), {
+        "cache-control": "public, max-age=60",
+        "content-type": "application/javascript",
+        etag: '"v7"',
+      }),
+    );
+    const plain = await get("/v.js"); // a miss: answered from the object just stored
+    const br = await get("/v.js", { "accept-encoding": "br" });
+    const gz = await get("/v.js", { "accept-encoding": "gzip" });
+    // The origin's strong tag names its unencoded bytes; the edge's own encodings get it weak.
+    expect([plain.headers.etag, br.headers.etag, gz.headers.etag]).toEqual([
+      '"v7"',
+      'W/"v7"',
+      'W/"v7"',
+    ]);
+    const conditional = (etags: string, encoding = "br") =>
+      get("/v.js", { "accept-encoding": encoding, "if-none-match": etags });
+    for (const etags of ['W/"v7"', '"v7"', '"v6", W/"v7"', "*"]) {
+      const answer = await conditional(etags);
+      expect(answer.status, etags).toBe(304);
+      expect(answer.body.length).toBe(0);
+      expect(answer.headers).toMatchObject({
+        etag: 'W/"v7"',
+        "cache-control": "public, max-age=60",
+        vary: expect.stringContaining("Accept-Encoding"),
+      });
+    }
+    expect((await conditional('"v6"')).status).toBe(200);
+    routes.set("/new.js", serve("new", { "cache-control": "public, max-age=60", etag: '"n1"' }));
+    // A miss for a client that already holds the bytes: the stored copy answers 304 too.
+    expect((await get("/new.js", { "if-none-match": '"n1"' })).status).toBe(304);
+    expect(hits("/v.js")).toBe(1);
+  });
 });
 
 describe("several edges", () => {

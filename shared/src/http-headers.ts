@@ -1,3 +1,5 @@
+import fresh from "fresh";
+
 /**
  * Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection, not the message, so
  * the gateway and the edge drop them when they pass a message on.
@@ -35,4 +37,24 @@ export function preferredEncoding(acceptEncoding: string | undefined): Encoding 
   if (allows("br")) return "br";
   if (allows("gzip")) return "gzip";
   return "identity";
+}
+
+/**
+ * Whether a conditional GET can be answered 304 by a representation with these validators:
+ * If-None-Match by weak comparison against any tag of its list or `*`, else
+ * If-Modified-Since (RFC 9110 §13.1), through `fresh`, Express's implementation.
+ */
+export function isNotModified(
+  request: { "if-none-match"?: string; "if-modified-since"?: string; "cache-control"?: string },
+  validators: { etag?: string; "last-modified"?: string },
+): boolean {
+  return fresh(request, validators);
+}
+
+/**
+ * The ETag of bytes a cache encoded itself: weak, since a strong tag names one sequence of
+ * bytes and the origin's names the unencoded ones (RFC 9110 §8.8.1; nginx's gzip does this).
+ */
+export function weakEtag(etag: string): string {
+  return etag.startsWith("W/") ? etag : `W/${etag}`;
 }

@@ -1,7 +1,13 @@
 import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { extname, join } from "node:path";
-import { ChatError, type Encoding, PRECOMPRESSED_SUFFIX, preferredEncoding } from "@chat/shared";
+import {
+  ChatError,
+  type Encoding,
+  isNotModified,
+  PRECOMPRESSED_SUFFIX,
+  preferredEncoding,
+} from "@chat/shared";
 import type { Context } from "hono";
 import { secureHeaders } from "hono/secure-headers";
 import type { App, NodeServices } from "../http/context.ts";
@@ -58,7 +64,7 @@ export function webRoutes(app: App, { config, log }: NodeServices): void {
     c.header("Cache-Control", file.cacheControl);
     c.header("Vary", "Accept-Encoding");
     c.header("Surrogate-Key", name === "index.html" ? "page" : "assets");
-    if (c.req.header("if-none-match") === chosen.etag) return c.body(null, 304);
+    if (isNotModified(c.req.header(), { etag: chosen.etag })) return c.body(null, 304);
     if (chosen !== file) c.header("Content-Encoding", encoding);
     return c.body(chosen.body, 200, { "Content-Type": file.type });
   };

@@ -1,7 +1,14 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { promisify } from "node:util";
 import { brotliCompress, gzip } from "node:zlib";
-import { type Encoding, keepAliveAgent, type Logger, preferredEncoding } from "@chat/shared";
+import {
+  type Encoding,
+  isNotModified,
+  keepAliveAgent,
+  type Logger,
+  preferredEncoding,
+  weakEtag,
+} from "@chat/shared";
 import CachePolicy from "http-cache-semantics";
 import type { EdgeConfig } from "../config.ts";
 import type { EdgeMetrics } from "../metrics.ts";
@@ -212,21 +219,16 @@ export class EdgeCache {
     return overdue <= Math.max(declared, this.#config.STALE_IF_ERROR_MAX_S);
   }
 
+  /** A stored object as #sendCached does; anything else as the origin sent it, uncompressed. */
   async #send(
     req: IncomingMessage,
     res: ServerResponse,
     source: CachedObject | OriginResponse,
     outcome: Outcome,
   ) {
-    if ("policy" in source && outcome.kind !== "miss")
-      return this.#sendCached(req, res, source, outcome);
-    const headers: Record<string, string | string[]> =
-      "policy" in source ? { ...source.headers } : originHeaders(source);
-    const encoding = await this.#encodingFor(req, source, headers);
-    const variant =
-      encoding !== "identity" && "encoded" in source ? source.encoded[encoding] : undefined;
-    const body = variant ?? source.body;
-    if (variant) headers["content-encoding"] = encoding;
+    if ("policy" in source) return this.#sendCached(req, res, source, outcome);
+    const headers = originHeaders(source);
+    const { body } = source;
     headers.vary = mergeVary(headers.vary, "Accept-Encoding");
     headers["content-length"] = String(body.length);
     headers.age = "0";
@@ -236,14 +238,17 @@ export class EdgeCache {
     res.end(req.method === "HEAD" ? undefined : body);
   }
 
-  /** The hot path: a stored object, its shared headers built once, only Age and status per hit. */
+  /**
+   * A stored object: the hot path, its shared headers built once, only Age and status per
+   * hit. A conditional request its variant's validators satisfy gets a 304.
+   */
   async #sendCached(
     req: IncomingMessage,
     res: ServerResponse,
     object: CachedObject,
     outcome: Outcome,
   ) {
-    const encoding = await this.#encodingFor(req, object, object.headers);
+    const encoding = await this.#encodingFor(req, object);
     const body = encoding === "identity" ? object.body : (object.encoded[encoding] ?? object.body);
     const age = String(Math.round(object.policy.age()));
     const status = cacheStatus(outcome);
@@ -251,40 +256,28 @@ export class EdgeCache {
     if (outcome.kind === "hit") this.#metrics.hits.inc();
     else if (outcome.kind === "swr" || outcome.kind === "stale-if-error")
       this.#metrics.staleServed.inc();
-    const etag = object.headers.etag;
-    if (etag !== undefined && req.headers["if-none-match"] === etag) {
-      res.writeHead(304, { etag, age, "cache-status": status, "x-cache": xcache });
+    const shared = hitHeaders(object, encoding, body);
+    const perResponse = ["age", age, "cache-status", status, "x-cache", xcache];
+    const conditional = req.headers["if-none-match"] ?? req.headers["if-modified-since"];
+    if (conditional && isNotModified(req.headers, variantValidators(object, encoding))) {
+      res.writeHead(304, [...notModifiedHeaders(shared), ...perResponse]);
       res.end();
       return;
     }
-    const shared = hitHeaders(object, encoding, body);
-    res.writeHead(object.status, [
-      ...shared,
-      "age",
-      age,
-      "cache-status",
-      status,
-      "x-cache",
-      xcache,
-    ]);
+    res.writeHead(object.status, [...shared, ...perResponse]);
     if (req.method === "HEAD") res.end();
     else {
-      this.#metrics.bytesFromCache.inc(body.length);
+      if (outcome.kind !== "miss") this.#metrics.bytesFromCache.inc(body.length);
       res.end(body);
     }
   }
 
   /** Compresses a stored object's body once per encoding and keeps the result with it. */
-  async #encodingFor(
-    req: IncomingMessage,
-    source: CachedObject | OriginResponse,
-    headers: Record<string, string | string[]>,
-  ): Promise<Encoding> {
+  async #encodingFor(req: IncomingMessage, source: CachedObject): Promise<Encoding> {
     const wanted = preferredEncoding(req.headers["accept-encoding"]);
-    const type = String(headers["content-type"] ?? "");
+    const type = String(source.headers["content-type"] ?? "");
     if (
       wanted === "identity" ||
-      !("policy" in source) ||
       !COMPRESSIBLE.test(type) ||
       source.body.length < MIN_COMPRESS_BYTES
     ) {
@@ -307,12 +300,42 @@ function hitHeaders(object: CachedObject, encoding: Encoding, body: Buffer): str
   const memo = object.hitHeaders?.[encoding];
   if (memo) return memo;
   const { age: _age, ...headers } = object.headers;
-  if (encoding !== "identity") headers["content-encoding"] = encoding;
+  if (encoding !== "identity") {
+    headers["content-encoding"] = encoding;
+    if (headers.etag) headers.etag = weakEtag(headers.etag);
+  }
   headers.vary = mergeVary(headers.vary, "Accept-Encoding");
   headers["content-length"] = String(body.length);
   const flat = Object.entries(headers).flat();
   object.hitHeaders = { ...object.hitHeaders, [encoding]: flat };
   return flat;
+}
+
+/** The validators of the variant sent: an encoded one's ETag is weak (see hitHeaders). */
+function variantValidators(object: CachedObject, encoding: Encoding) {
+  const { etag, "last-modified": lastModified } = object.headers;
+  return {
+    etag: etag !== undefined && encoding !== "identity" ? weakEtag(etag) : etag,
+    "last-modified": lastModified,
+  };
+}
+
+/** What a 304 repeats of the 200 it stands for (RFC 9110 §15.4.5). */
+const NOT_MODIFIED_HEADERS = new Set([
+  "cache-control",
+  "content-location",
+  "etag",
+  "expires",
+  "vary",
+]);
+
+function notModifiedHeaders(flat: string[]): string[] {
+  const kept: string[] = [];
+  for (let i = 0; i < flat.length; i += 2) {
+    const name = flat[i] ?? "";
+    if (NOT_MODIFIED_HEADERS.has(name)) kept.push(name, flat[i + 1] ?? "");
+  }
+  return kept;
 }
 
 const HIT: Outcome = { kind: "hit" };
