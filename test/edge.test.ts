@@ -353,6 +353,61 @@ describe("edge cache", () => {
   });
 });
 
+describe("ranges from the stored copy", () => {
+  const text = "0123456789".repeat(100); // 1,000 bytes
+  beforeEach(() =>
+    routes.set(
+      "/big.txt",
+      serve(text, {
+        "cache-control": "public, max-age=60",
+        etag: '"r1"',
+        "last-modified": "Tue, 01 Dec 2026 10:00:00 GMT",
+      }),
+    ),
+  );
+  const ranged = (range: string, extra: Record<string, string> = {}) =>
+    get("/big.txt", { range, ...extra });
+
+  it("answers one range with 206 and Content-Range, from a copy fetched whole once", async () => {
+    expect((await get("/big.txt")).headers["accept-ranges"]).toBe("bytes");
+    for (const [range, start, end] of [
+      ["bytes=0-9", 0, 9],
+      ["bytes=995-", 995, 999],
+      ["bytes=-5", 995, 999],
+      ["bytes=990-5000", 990, 999],
+      ["bytes=10-19,15-29", 10, 29], // overlapping ranges combined into one
+    ] as const) {
+      const answer = await ranged(range);
+      expect(answer.status, range).toBe(206);
+      expect(answer.headers["content-range"]).toBe(`bytes ${start}-${end}/1000`);
+      expect(answer.headers["content-length"]).toBe(String(end - start + 1));
+      expect(answer.body.toString()).toBe(text.slice(start, end + 1));
+    }
+    expect(hits("/big.txt")).toBe(1);
+    expect(seen[0]?.headers.range).toBeUndefined(); // the origin was asked for the whole body
+  });
+
+  it("416 for a range wholly past the end; the whole body for a malformed one, several, or an If-Range that does not hold", async () => {
+    const past = await ranged("bytes=1000-1010");
+    expect(past.status).toBe(416);
+    expect(past.headers["content-range"]).toBe("bytes */1000");
+    for (const [range, extra] of [
+      ["bytes=abc", {}],
+      ["lines=1-2", {}],
+      ["bytes=0-1,500-501", {}],
+      ["bytes=0-9", { "if-range": '"r0"' }],
+      ["bytes=0-9", { "if-range": 'W/"r1"' }], // If-Range compares strongly
+      ["bytes=0-9", { "if-range": "Mon, 30 Nov 2026 10:00:00 GMT" }],
+    ] as const) {
+      const answer = await ranged(range, extra);
+      expect(answer.status, `${range} ${JSON.stringify(extra)}`).toBe(200);
+      expect(answer.body.toString()).toBe(text);
+    }
+    for (const ifRange of ['"r1"', "Tue, 01 Dec 2026 10:00:00 GMT"])
+      expect((await ranged("bytes=0-9", { "if-range": ifRange })).status, ifRange).toBe(206);
+  });
+});
+
 describe("several edges", () => {
   it("each keeps its own cache in front of the same origin", async () => {
     const second = createEdge(

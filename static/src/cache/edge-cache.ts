@@ -10,6 +10,7 @@ import {
   weakEtag,
 } from "@chat/shared";
 import CachePolicy from "http-cache-semantics";
+import parseRange from "range-parser";
 import type { EdgeConfig } from "../config.ts";
 import type { EdgeMetrics } from "../metrics.ts";
 import type { CachedObject, CacheStore } from "./cache-store.ts";
@@ -264,12 +265,41 @@ export class EdgeCache {
       res.end();
       return;
     }
+    const range = rangeToSend(req, object, encoding, body.length);
+    if (range) return this.#sendRange(res, range, body, shared, perResponse);
     res.writeHead(object.status, [...shared, ...perResponse]);
     if (req.method === "HEAD") res.end();
     else {
       if (outcome.kind !== "miss") this.#metrics.bytesFromCache.inc(body.length);
       res.end(body);
     }
+  }
+
+  /** A 206 with the one range asked for, or a 416 when none of the body is in it. */
+  #sendRange(
+    res: ServerResponse,
+    range: { start: number; end: number } | "unsatisfiable",
+    body: Buffer,
+    shared: string[],
+    perResponse: string[],
+  ) {
+    const headers = withoutHeader(shared, "content-length");
+    if (range === "unsatisfiable") {
+      res.writeHead(416, [...headers, "content-range", `bytes */${body.length}`, ...perResponse]);
+      res.end();
+      return;
+    }
+    const part = body.subarray(range.start, range.end + 1);
+    res.writeHead(206, [
+      ...headers,
+      "content-range",
+      `bytes ${range.start}-${range.end}/${body.length}`,
+      "content-length",
+      String(part.length),
+      ...perResponse,
+    ]);
+    this.#metrics.bytesFromCache.inc(part.length);
+    res.end(part);
   }
 
   /** Compresses a stored object's body once per encoding and keeps the result with it. */
@@ -306,6 +336,7 @@ function hitHeaders(object: CachedObject, encoding: Encoding, body: Buffer): str
   }
   headers.vary = mergeVary(headers.vary, "Accept-Encoding");
   headers["content-length"] = String(body.length);
+  if (object.status === 200) headers["accept-ranges"] = "bytes";
   const flat = Object.entries(headers).flat();
   object.hitHeaders = { ...object.hitHeaders, [encoding]: flat };
   return flat;
@@ -318,6 +349,45 @@ function variantValidators(object: CachedObject, encoding: Encoding) {
     etag: etag !== undefined && encoding !== "identity" ? weakEtag(etag) : etag,
     "last-modified": lastModified,
   };
+}
+
+/**
+ * The part of a stored 200 a GET's Range asks for (RFC 9110 §14): one range, or
+ * "unsatisfiable". None (the whole body) for a malformed Range, several ranges (allowed:
+ * §14.2; multipart answers are rarely worth it) or an If-Range the variant does not satisfy.
+ */
+function rangeToSend(
+  req: IncomingMessage,
+  object: CachedObject,
+  encoding: Encoding,
+  size: number,
+): { start: number; end: number } | "unsatisfiable" | undefined {
+  const header = req.headers.range;
+  if (header === undefined || req.method !== "GET" || object.status !== 200) return undefined;
+  const ifRange = req.headers["if-range"]?.toString();
+  if (!ifRangeHolds(ifRange, variantValidators(object, encoding))) return undefined;
+  const ranges = parseRange(size, header, { combine: true });
+  if (ranges === -1) return "unsatisfiable";
+  if (ranges === -2 || ranges.type !== "bytes" || ranges.length !== 1) return undefined;
+  return ranges[0];
+}
+
+/** If-Range holds for a strong ETag equal to it, or a Last-Modified date equal to it (§13.1.5). */
+function ifRangeHolds(
+  ifRange: string | undefined,
+  validators: { etag?: string; "last-modified"?: string },
+): boolean {
+  if (ifRange === undefined) return true;
+  if (ifRange.startsWith('"') || ifRange.startsWith("W/"))
+    return !ifRange.startsWith("W/") && ifRange === validators.etag;
+  return ifRange === validators["last-modified"];
+}
+
+function withoutHeader(flat: string[], name: string): string[] {
+  const kept: string[] = [];
+  for (let i = 0; i < flat.length; i += 2)
+    if (flat[i] !== name) kept.push(flat[i] ?? "", flat[i + 1] ?? "");
+  return kept;
 }
 
 /** What a 304 repeats of the 200 it stands for (RFC 9110 §15.4.5). */
