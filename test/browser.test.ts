@@ -290,6 +290,28 @@ describe("what the server refuses", () => {
     },
   );
 
+  it("a page the edge serves while every node is down says it is waiting, and chats once they are back", async () => {
+    const room = freshRoom("outage");
+    await (await openChat(cluster.edgeUrl ?? "", room, "websocket", "oz")).close(); // the edge holds the page now
+    const page = await newPage();
+    await Promise.all([cluster.stopNode(0, "SIGKILL"), cluster.stopNode(1, "SIGKILL")]);
+    try {
+      await page.goto(`${cluster.edgeUrl}/chat?room=${room}&transport=websocket`);
+      await expect
+        .poll(() => page.locator("#status").textContent(), { timeout: 10_000 })
+        .toContain("waiting for the server");
+    } finally {
+      await Promise.all([cluster.startNode(0), cluster.startNode(1)]);
+    }
+    // Before, the page stayed "connecting…" until reloaded: its first history request had failed.
+    await expect
+      .poll(() => page.locator("#status").textContent(), { timeout: 30_000 })
+      .toContain("connected");
+    await say(page, "after the outage");
+    await expect.poll(() => texts(page), { timeout: 10_000 }).toEqual(["after the outage"]);
+    await page.close();
+  });
+
   it("a send refused over HTTP says why at once and keeps the text to edit", async () => {
     const page = await openChat(cluster.edgeUrl ?? "", freshRoom("too-long"), "polling", "lee");
     const tooLong = "x".repeat(5000);

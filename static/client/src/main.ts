@@ -61,10 +61,22 @@ function setStatus(text: string): void {
   view.status.textContent = text;
 }
 
+/** What a notice is about, so that the next success of the same kind clears it. */
+type NoticeAbout = "session" | "rooms" | "room" | "send" | "name";
+let noticeAbout: NoticeAbout | null = null;
+
 /** What the server refused, kept apart from the status, which a poll rewrites every second. */
-function showNotice(text: string | null): void {
-  view.notice.textContent = text ?? "";
-  view.notice.hidden = text === null;
+function showNotice(about: NoticeAbout, text: string): void {
+  noticeAbout = about;
+  view.notice.textContent = text;
+  view.notice.hidden = false;
+}
+
+function clearNotice(...about: NoticeAbout[]): void {
+  if (noticeAbout === null || !about.includes(noticeAbout)) return;
+  noticeAbout = null;
+  view.notice.textContent = "";
+  view.notice.hidden = true;
 }
 
 function describe(error: unknown): string {
@@ -94,7 +106,7 @@ async function renewIfRefused(): Promise<boolean> {
   } catch (error) {
     if (!(error instanceof ApiError)) return false; // offline: the transport keeps retrying
     keepSession(null); // the name itself is refused now: carry on as the anonymous guest
-    showNotice(`signed out: ${describe(error)}`);
+    showNotice("session", `signed out: ${describe(error)}`);
   }
   return true;
 }
@@ -146,10 +158,10 @@ function append(message: Message): void {
 }
 
 /** Runs a button's page load with the button disabled: a second click would load it twice. */
-async function onePageAtATime(button: HTMLButtonElement, load: () => Promise<void>): Promise<void> {
+async function onePageAtATime<T>(button: HTMLButtonElement, load: () => Promise<T>): Promise<T> {
   button.disabled = true;
   try {
-    await load();
+    return await load();
   } finally {
     button.disabled = false;
   }
@@ -158,8 +170,12 @@ async function onePageAtATime(button: HTMLButtonElement, load: () => Promise<voi
 async function loadOlder(): Promise<void> {
   if (state.firstSeq <= 1) return;
   const visit = state.visit;
-  const { messages } = await history(state.room, { before: state.firstSeq, limit: 50 });
-  if (visit !== state.visit) return;
+  const page = await history(state.room, { before: state.firstSeq, limit: 50 }).catch(
+    (error: unknown) => void showNotice("room", `older messages not loaded: ${describe(error)}`),
+  );
+  if (!page || visit !== state.visit) return;
+  clearNotice("room");
+  const { messages } = page;
   view.messages.prepend(...messages.map(renderMessage));
   state.firstSeq = messages[0]?.seq ?? state.firstSeq;
   view.older.hidden = state.firstSeq <= 1;
@@ -175,17 +191,40 @@ async function enterRoom(room: string): Promise<void> {
   view.messages.replaceChildren();
   view.roomTitle.textContent = `#${room}`;
   updateUrl();
-  // Both at once: through a far edge each is a round trip to the origin.
-  const [{ messages }] = await Promise.all([
-    history(room, { before: Number.MAX_SAFE_INTEGER, limit: 50 }),
+  // All at once: through a far edge each is a round trip to the origin.
+  const [messages, roomsListed] = await Promise.all([
+    latestMessages(room, visit),
     onePageAtATime(view.moreRooms, () => loadRooms()),
     renewIfRefused(),
   ]);
-  if (visit !== state.visit) return; // another room was chosen meanwhile
+  if (messages === undefined || visit !== state.visit) return; // another room was chosen meanwhile
+  if (!roomsListed) void onePageAtATime(view.moreRooms, () => loadRooms()); // the server is back
   state.lastSeq = (messages[0]?.seq ?? 1) - 1;
   for (const message of messages) append(message);
   view.older.hidden = state.firstSeq <= 1;
   connect();
+}
+
+/**
+ * The room's latest page. While the server cannot be reached (the edge may serve the page
+ * from its cache with every node down) it says so and tries again, until the visit ends; a
+ * refusal (a bad room name in the address) is shown and not retried.
+ */
+async function latestMessages(room: string, visit: number): Promise<Message[] | undefined> {
+  for (let attempt = 1; visit === state.visit; attempt++) {
+    try {
+      return (await history(room, { before: Number.MAX_SAFE_INTEGER, limit: 50 })).messages;
+    } catch (error) {
+      if (error instanceof ApiError && error.status < 500 && error.status !== 429) {
+        showNotice("room", `room not shown: ${describe(error)}`);
+        setStatus(`#${room} cannot be shown`);
+        return undefined;
+      }
+      setStatus(`waiting for the server: ${describe(error)}`);
+      await new Promise((resolve) => setTimeout(resolve, Math.min(5000, 500 * attempt)));
+    }
+  }
+  return undefined;
 }
 
 function connect(): void {
@@ -209,15 +248,19 @@ function connect(): void {
 }
 
 /** Loads the room list's first page, or with `more` its next one, and shows what is loaded. */
-async function loadRooms(more = false): Promise<void> {
+async function loadRooms(more = false): Promise<boolean> {
   try {
     const page = await listRooms(more ? (state.roomsNext ?? "") : "");
     state.rooms = more ? [...state.rooms, ...page.rooms] : page.rooms;
     state.roomsNext = page.next;
+    clearNotice("rooms");
+    return true;
   } catch (error) {
-    showNotice(`rooms not listed: ${describe(error)}`);
+    showNotice("rooms", `rooms not listed: ${describe(error)}`);
+    return false;
+  } finally {
+    renderRooms();
   }
-  renderRooms();
 }
 
 function renderRooms(): void {
@@ -275,10 +318,10 @@ async function sendCurrent(): Promise<void> {
   view.body.value = "";
   try {
     receive(await sendRenewingSession(state.live, body, clientId));
-    showNotice(null);
+    clearNotice("send");
   } catch (error) {
     view.body.value = body;
-    showNotice(`not sent: ${describe(error)}`);
+    showNotice("send", `not sent: ${describe(error)}`);
   }
 }
 
@@ -310,10 +353,10 @@ view.nameForm.addEventListener("submit", (event) => {
   createSession(view.name.value).then(
     (session) => {
       keepSession(session);
-      showNotice(null);
+      clearNotice("name", "session");
       connect();
     },
-    (error) => showNotice(`name not set: ${describe(error)}`),
+    (error) => showNotice("name", `name not set: ${describe(error)}`),
   );
 });
 view.roomForm.addEventListener("submit", (event) => {
@@ -322,10 +365,10 @@ view.roomForm.addEventListener("submit", (event) => {
   createRoom(room, state.session?.token).then(
     () => {
       view.newRoom.value = "";
-      showNotice(null);
+      clearNotice("room");
       return enterRoom(room);
     },
-    (error) => showNotice(`room not created: ${describe(error)}`),
+    (error) => showNotice("room", `room not created: ${describe(error)}`),
   );
 });
 view.transport.addEventListener("change", () => {
