@@ -104,15 +104,17 @@ class ThesisSocket implements SocketProtocol {
 }
 
 /** JSON `{ body | message, client_id }`, or the whole frame as the body when it is not a JSON object. */
-function bodyOf(text: string): { body: unknown; clientId: unknown } {
+function bodyOf(text: string): { body: unknown; clientId: unknown; bodyField: string } {
   try {
     const value: unknown = JSON.parse(text);
     if (typeof value === "object" && value !== null && !Array.isArray(value)) {
       const fields = value as Record<string, unknown>;
-      return { body: fields.body ?? fields.message, clientId: fields.client_id };
+      const bodyField =
+        fields.body === undefined && fields.message !== undefined ? "message" : "body";
+      return { body: fields[bodyField], clientId: fields.client_id, bodyField };
     }
   } catch {
     // not JSON: the thesis client's raw text
   }
-  return { body: text, clientId: undefined };
+  return { body: text, clientId: undefined, bodyField: "body" };
 }
