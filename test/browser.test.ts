@@ -55,8 +55,8 @@ async function openChat(
 }
 
 /** A page that records what its policy blocks and what it logs as errors. */
-async function newPage(): Promise<Page> {
-  const page = await browser.newPage();
+async function newPage(options?: Parameters<Browser["newPage"]>[0]): Promise<Page> {
+  const page = await browser.newPage(options);
   await page.addInitScript({ content: RECORD_POLICY_VIOLATIONS });
   const errors: string[] = [];
   consoleErrors.set(page, errors);
@@ -326,6 +326,23 @@ describe("what the server refuses", () => {
     await say(page, "shorter");
     await expect.poll(() => texts(page), { timeout: 10_000 }).toEqual(["shorter"]);
     expect(await page.locator("#notice").isHidden()).toBe(true);
+    await page.close();
+  });
+
+  it("on a phone-sized screen, where the whole page scrolls, a refusal shows while the user is at the message box", async () => {
+    const room = freshRoom("narrow");
+    for (let i = 1; i <= 30; i++)
+      await sendReliably(() => cluster.gatewayUrl ?? "", room, `m${i}`, `${room}-${i}`);
+    const page = await newPage({ viewport: { width: 390, height: 800 } });
+    await page.goto(`${cluster.edgeUrl}/chat?room=${room}&transport=websocket`);
+    await expect.poll(() => page.locator("#status").textContent()).toContain("connected");
+    await page.getByLabel("Message").scrollIntoViewIfNeeded();
+    await say(page, "x".repeat(5000));
+    await expect.poll(() => page.locator("#notice").textContent()).toContain("MAX_MESSAGE_BYTES");
+    expect(await page.evaluate("window.scrollY")).toBeGreaterThan(500); // scrolled down to type
+    const notice = await page.locator("#notice").boundingBox();
+    expect(notice?.y).toBeGreaterThanOrEqual(0); // was 1,500 px above the top of the screen
+    expect((notice?.y ?? 0) + (notice?.height ?? 0)).toBeLessThanOrEqual(800);
     await page.close();
   });
 
