@@ -104,7 +104,8 @@ async function renewIfRefused(): Promise<boolean> {
     if (await sessionIsValid(session.token)) return false;
     keepSession(await createSession(session.user.name));
   } catch (error) {
-    if (!(error instanceof ApiError)) return false; // offline: the transport keeps retrying
+    // Offline, or a node draining or overloaded: keep the session, and ask again later.
+    if (!(error instanceof ApiError) || error.status >= 500) return false;
     keepSession(null); // the name itself is refused now: carry on as the anonymous guest
     showNotice("session", `signed out: ${describe(error)}`);
   }
@@ -197,7 +198,7 @@ async function enterRoom(room: string): Promise<void> {
     onePageAtATime(view.moreRooms, () => loadRooms()),
     renewIfRefused(),
   ]);
-  if (messages === undefined || visit !== state.visit) return; // another room was chosen meanwhile
+  if (messages === undefined || visit !== state.visit) return; // refused, or another room chosen
   if (!roomsListed) void onePageAtATime(view.moreRooms, () => loadRooms()); // the server is back
   state.lastSeq = (messages[0]?.seq ?? 1) - 1;
   for (const message of messages) append(message);

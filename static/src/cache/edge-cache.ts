@@ -260,46 +260,20 @@ export class EdgeCache {
     const shared = hitHeaders(object, encoding, body);
     const perResponse = ["age", age, "cache-status", status, "x-cache", xcache];
     const conditional = req.headers["if-none-match"] ?? req.headers["if-modified-since"];
-    if (conditional && isNotModified(req.headers, variantValidators(object, encoding))) {
+    const validated = object.status === 200 && conditional !== undefined; // not a stored 404
+    if (validated && isNotModified(req.headers, variantValidators(object, encoding))) {
       res.writeHead(304, [...notModifiedHeaders(shared), ...perResponse]);
       res.end();
       return;
     }
     const range = rangeToSend(req, object, encoding, body.length);
-    if (range) return this.#sendRange(res, range, body, shared, perResponse);
-    res.writeHead(object.status, [...shared, ...perResponse]);
-    if (req.method === "HEAD") res.end();
-    else {
-      if (outcome.kind !== "miss") this.#metrics.bytesFromCache.inc(body.length);
-      res.end(body);
+    const sent = range ? sendRange(res, range, body, shared, perResponse) : body;
+    if (!range) {
+      res.writeHead(object.status, [...shared, ...perResponse]);
+      res.end(req.method === "HEAD" ? undefined : body);
     }
-  }
-
-  /** A 206 with the one range asked for, or a 416 when none of the body is in it. */
-  #sendRange(
-    res: ServerResponse,
-    range: { start: number; end: number } | "unsatisfiable",
-    body: Buffer,
-    shared: string[],
-    perResponse: string[],
-  ) {
-    const headers = withoutHeader(shared, "content-length");
-    if (range === "unsatisfiable") {
-      res.writeHead(416, [...headers, "content-range", `bytes */${body.length}`, ...perResponse]);
-      res.end();
-      return;
-    }
-    const part = body.subarray(range.start, range.end + 1);
-    res.writeHead(206, [
-      ...headers,
-      "content-range",
-      `bytes ${range.start}-${range.end}/${body.length}`,
-      "content-length",
-      String(part.length),
-      ...perResponse,
-    ]);
-    this.#metrics.bytesFromCache.inc(part.length);
-    res.end(part);
+    if (outcome.kind !== "miss" && req.method !== "HEAD")
+      this.#metrics.bytesFromCache.inc(sent.length);
   }
 
   /** Compresses a stored object's body once per encoding and keeps the result with it. */
@@ -340,6 +314,33 @@ function hitHeaders(object: CachedObject, encoding: Encoding, body: Buffer): str
   const flat = Object.entries(headers).flat();
   object.hitHeaders = { ...object.hitHeaders, [encoding]: flat };
   return flat;
+}
+
+/** A 206 with the one range asked for, or a 416 when none of the body is in it; the bytes sent. */
+function sendRange(
+  res: ServerResponse,
+  range: { start: number; end: number } | "unsatisfiable",
+  body: Buffer,
+  shared: string[],
+  perResponse: string[],
+): Buffer {
+  const headers = withoutHeader(shared, "content-length");
+  if (range === "unsatisfiable") {
+    res.writeHead(416, [...headers, "content-range", `bytes */${body.length}`, ...perResponse]);
+    res.end();
+    return Buffer.alloc(0);
+  }
+  const part = body.subarray(range.start, range.end + 1);
+  res.writeHead(206, [
+    ...headers,
+    "content-range",
+    `bytes ${range.start}-${range.end}/${body.length}`,
+    "content-length",
+    String(part.length),
+    ...perResponse,
+  ]);
+  res.end(part);
+  return part;
 }
 
 /** The validators of the variant sent: an encoded one's ETag is weak (see hitHeaders). */
