@@ -256,6 +256,40 @@ describe("the page", () => {
   });
 });
 
+describe("rooms asked for one after another", () => {
+  it("the last one asked for is entered, whatever order the answers come in, and what was typed meanwhile stays", async () => {
+    const [first, second] = [freshRoom("asked-first"), freshRoom("asked-second")];
+    const page = await openChat(cluster.edgeUrl ?? "", freshRoom("start"), "websocket", "ren");
+    // The first room's creation is answered a second and a half late.
+    await page.route(
+      (url) => url.pathname === "/api/rooms",
+      async (route) => {
+        if (route.request().postData()?.includes(first)) await sleep(1500);
+        await route.continue();
+      },
+    );
+    const firstAnswer = page.waitForResponse(
+      (response) => response.request().postData()?.includes(first) ?? false,
+    );
+    await page.getByLabel("New room name").fill(first);
+    await page.getByRole("button", { name: "Create" }).click();
+    await page.getByLabel("New room name").fill(second);
+    await page.getByRole("button", { name: "Create" }).click();
+    await expect.poll(() => page.locator("#room-title").textContent()).toBe(`#${second}`);
+    await page.getByLabel("New room name").fill("typing-meanwhile");
+    await (await firstAnswer).finished();
+    await sleep(300); // time for the page to act on the late answer
+    expect(await page.locator("#room-title").textContent()).toBe(`#${second}`);
+    expect(await page.getByLabel("New room name").inputValue()).toBe("typing-meanwhile");
+    await say(page, "in the second room");
+    await expect.poll(() => texts(page), { timeout: 10_000 }).toEqual(["in the second room"]);
+    expect((await history(cluster.nodeUrl(0), second)).map((m) => m.body)).toEqual([
+      "in the second room",
+    ]);
+    await page.close();
+  });
+});
+
 describe("what the server refuses", () => {
   it.each(["websocket", "longpoll", "sse", "polling"])(
     "a kept session the server no longer takes (over %s) is renewed under the same name, and the page chats",

@@ -360,14 +360,17 @@ view.nameForm.addEventListener("submit", (event) => {
     (error) => showNotice("name", `name not set: ${describe(error)}`),
   );
 });
+let roomsRequested = 0;
 view.roomForm.addEventListener("submit", (event) => {
   event.preventDefault();
   const room = view.newRoom.value;
+  // Answers may come back out of order: only the room asked for last is entered.
+  const request = ++roomsRequested;
   createRoom(room, state.session?.token).then(
     () => {
-      view.newRoom.value = "";
+      if (view.newRoom.value === room) view.newRoom.value = ""; // not what was typed since
       clearNotice("room");
-      return enterRoom(room);
+      if (request === roomsRequested) return enterRoom(room);
     },
     (error) => showNotice("room", `room not created: ${describe(error)}`),
   );
