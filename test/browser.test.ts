@@ -275,7 +275,9 @@ describe("rooms asked for one after another", () => {
     await page.getByRole("button", { name: "Create" }).click();
     await page.getByLabel("New room name").fill(second);
     await page.getByRole("button", { name: "Create" }).click();
-    await expect.poll(() => page.locator("#room-title").textContent()).toBe(`#${second}`);
+    await expect
+      .poll(() => page.locator("#room-title").textContent(), { timeout: 10_000 })
+      .toBe(`#${second}`);
     await page.getByLabel("New room name").fill("typing-meanwhile");
     await (await firstAnswer).finished();
     await sleep(300); // time for the page to act on the late answer
@@ -352,7 +354,7 @@ describe("what the server refuses", () => {
     await say(page, tooLong);
     // Before, a 413 was retried like a lost connection, for ~15 s, before anything showed.
     await expect
-      .poll(() => page.locator("#notice").textContent(), { timeout: 3000 })
+      .poll(() => page.locator("#notice").textContent(), { timeout: 5000 })
       .toContain("MAX_MESSAGE_BYTES");
     expect(await page.getByLabel("Message").inputValue()).toBe(tooLong);
     await sleep(1500); // a poll rewrites the status line each second; the notice stays
@@ -369,10 +371,14 @@ describe("what the server refuses", () => {
       await sendReliably(() => cluster.gatewayUrl ?? "", room, `m${i}`, `${room}-${i}`);
     const page = await newPage({ viewport: { width: 390, height: 800 } });
     await page.goto(`${cluster.edgeUrl}/chat?room=${room}&transport=websocket`);
-    await expect.poll(() => page.locator("#status").textContent()).toContain("connected");
+    await expect
+      .poll(() => page.locator("#status").textContent(), { timeout: 15_000 })
+      .toContain("connected");
     await page.getByLabel("Message").scrollIntoViewIfNeeded();
     await say(page, "x".repeat(5000));
-    await expect.poll(() => page.locator("#notice").textContent()).toContain("MAX_MESSAGE_BYTES");
+    await expect
+      .poll(() => page.locator("#notice").textContent(), { timeout: 5000 })
+      .toContain("MAX_MESSAGE_BYTES");
     expect(await page.evaluate("window.scrollY")).toBeGreaterThan(500); // scrolled down to type
     const notice = await page.locator("#notice").boundingBox();
     expect(notice?.y).toBeGreaterThanOrEqual(0); // was 1,500 px above the top of the screen
@@ -380,17 +386,39 @@ describe("what the server refuses", () => {
     await page.close();
   });
 
+  it("a send refused after more was typed comes back to the box before it, losing neither", async () => {
+    const room = freshRoom("late-refusal");
+    const page = await openChat(cluster.edgeUrl ?? "", room, "sse", "kai");
+    await page.route(
+      (url) => url.pathname === `/api/rooms/${room}/messages`,
+      async (route) => {
+        if (route.request().method() === "POST") await sleep(1000); // answered a second late
+        await route.continue();
+      },
+    );
+    const tooLong = "y".repeat(5000);
+    await say(page, tooLong);
+    await page.getByLabel("Message").fill("the next draft");
+    await expect
+      .poll(() => page.locator("#notice").textContent(), { timeout: 5000 })
+      .toContain("MAX_MESSAGE_BYTES");
+    expect(await page.getByLabel("Message").inputValue()).toBe(`${tooLong}\nthe next draft`);
+    await page.close();
+  });
+
   it("a name or a room the server refuses is reported, and the room name stays to correct", async () => {
     const page = await openChat(cluster.edgeUrl ?? "", freshRoom("refusals"), "websocket", "max");
     await page.getByLabel("Your name").fill("   "); // passes the form's `required`, not the server
     await page.getByRole("button", { name: "Set" }).click();
-    await expect.poll(() => page.locator("#notice").textContent()).toContain("name not set: name");
+    await expect
+      .poll(() => page.locator("#notice").textContent(), { timeout: 5000 })
+      .toContain("name not set: name");
     // As from a browser that does not check the field's pattern.
     await page.locator("#new-room").evaluate((input) => input.removeAttribute("pattern"));
     await page.getByLabel("New room name").fill("Bad Room");
     await page.getByRole("button", { name: "Create" }).click();
     await expect
-      .poll(() => page.locator("#notice").textContent())
+      .poll(() => page.locator("#notice").textContent(), { timeout: 5000 })
       .toContain("room not created: room names are");
     expect(await page.getByLabel("New room name").inputValue()).toBe("Bad Room");
     await page.close();

@@ -321,7 +321,8 @@ async function sendCurrent(): Promise<void> {
     receive(await sendRenewingSession(state.live, body, clientId));
     clearNotice("send");
   } catch (error) {
-    view.body.value = body;
+    // Back in the box to edit, before anything typed since (a send can fail seconds later).
+    view.body.value = view.body.value ? `${body}\n${view.body.value}` : body;
     showNotice("send", `not sent: ${describe(error)}`);
   }
 }
