@@ -241,9 +241,13 @@ describe("the page", () => {
     const slowAnswer = page.waitForResponse(
       (response) => new URL(response.url()).pathname === `/api/rooms/${slow}/messages`,
     );
+    const slowAsked = page.waitForRequest(
+      (request) => new URL(request.url()).pathname === `/api/rooms/${slow}/messages`,
+    );
     await enter(slow);
+    await slowAsked; // the slow room is loading
     await enter(fast);
-    await expect.poll(() => texts(page)).toEqual(["fast 1", "fast 2"]);
+    await expect.poll(() => texts(page), { timeout: 10_000 }).toEqual(["fast 1", "fast 2"]);
     await (await slowAnswer).finished();
     await sleep(300); // time for the page to act on the slow answer, as it did before the fix
     expect(await texts(page)).toEqual(["fast 1", "fast 2"]);
