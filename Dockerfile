@@ -2,6 +2,8 @@
 # Node 24 runs the TypeScript sources directly (type stripping), so there is no compile step.
 
 FROM node:24-bookworm-slim AS deps
+# The runtime stage copies only the root node_modules: a package npm leaves inside a workspace
+# (a version clash) would be missing there, so the build stops and says which.
 # Behind a TLS-intercepting proxy, pass its CA (PEM text) so npm can reach the registry.
 # Build stages only: the runtime image never sees it.
 ARG EXTRA_CA_CERT=""
@@ -14,6 +16,11 @@ COPY static/package.json static/
 RUN if [ -n "$EXTRA_CA_CERT" ]; then printf '%s\n' "$EXTRA_CA_CERT" > /tmp/extra-ca.pem; fi \
  && NODE_EXTRA_CA_CERTS=$([ -s /tmp/extra-ca.pem ] && echo /tmp/extra-ca.pem) \
     npm ci --no-audit --no-fund --ignore-scripts \
+ && for w in shared services gateway static; do \
+      if [ -d "$w/node_modules" ]; then \
+        echo "$w/node_modules: $(ls $w/node_modules) did not hoist to the root; align its version" >&2; exit 1; \
+      fi; \
+    done \
  && cp -a node_modules /tmp/all-modules \
  && NODE_EXTRA_CA_CERTS=$([ -s /tmp/extra-ca.pem ] && echo /tmp/extra-ca.pem) \
     npm prune --omit=dev --no-audit --no-fund \
