@@ -80,6 +80,11 @@ export async function history(
   return { messages, node: response.headers.get("x-chat-node") };
 }
 
+/** A status worth asking again for: the server failed or shed load, or asked to be given time. */
+export function isRetryable(status: number): boolean {
+  return status >= 500 || status === 429;
+}
+
 const SEND_ATTEMPTS = 10;
 
 /**
@@ -103,7 +108,7 @@ export async function send(
     } catch (error) {
       if (attempt >= SEND_ATTEMPTS) throw error;
     }
-    const retryable = !response || response.status >= 500 || response.status === 429;
+    const retryable = !response || isRetryable(response.status);
     if (response && (!retryable || attempt >= SEND_ATTEMPTS)) return json<Message>(response);
     await new Promise((resolve) => setTimeout(resolve, retryDelayMs(response, attempt)));
   }

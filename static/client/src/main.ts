@@ -4,6 +4,7 @@ import {
   createRoom,
   createSession,
   history,
+  isRetryable,
   listRooms,
   type Session,
   sessionIsValid,
@@ -105,7 +106,7 @@ async function renewIfRefused(): Promise<boolean> {
     keepSession(await createSession(session.user.name));
   } catch (error) {
     // Offline, or a node draining or overloaded: keep the session, and ask again later.
-    if (!(error instanceof ApiError) || error.status >= 500) return false;
+    if (!(error instanceof ApiError) || isRetryable(error.status)) return false;
     keepSession(null); // the name itself is refused now: carry on as the anonymous guest
     showNotice("session", `signed out: ${describe(error)}`);
   }
@@ -216,7 +217,7 @@ async function latestMessages(room: string, visit: number): Promise<Message[] | 
     try {
       return (await history(room, { before: Number.MAX_SAFE_INTEGER, limit: 50 })).messages;
     } catch (error) {
-      if (error instanceof ApiError && error.status < 500 && error.status !== 429) {
+      if (error instanceof ApiError && !isRetryable(error.status)) {
         showNotice("room", `room not shown: ${describe(error)}`);
         setStatus(`#${room} cannot be shown`);
         return undefined;

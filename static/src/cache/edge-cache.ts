@@ -262,7 +262,10 @@ export class EdgeCache {
     const conditional = req.headers["if-none-match"] ?? req.headers["if-modified-since"];
     const validated = object.status === 200 && conditional !== undefined; // not a stored 404
     if (validated && isNotModified(req.headers, variantValidators(object, encoding))) {
-      res.writeHead(304, [...notModifiedHeaders(shared), ...perResponse]);
+      res.writeHead(304, [
+        ...pickHeaders(shared, (name) => NOT_MODIFIED_HEADERS.has(name)),
+        ...perResponse,
+      ]);
       res.end();
       return;
     }
@@ -324,7 +327,7 @@ function sendRange(
   shared: string[],
   perResponse: string[],
 ): Buffer {
-  const headers = withoutHeader(shared, "content-length");
+  const headers = pickHeaders(shared, (name) => name !== "content-length");
   if (range === "unsatisfiable") {
     res.writeHead(416, [...headers, "content-range", `bytes */${body.length}`, ...perResponse]);
     res.end();
@@ -384,13 +387,6 @@ function ifRangeHolds(
   return ifRange === validators["last-modified"];
 }
 
-function withoutHeader(flat: string[], name: string): string[] {
-  const kept: string[] = [];
-  for (let i = 0; i < flat.length; i += 2)
-    if (flat[i] !== name) kept.push(flat[i] ?? "", flat[i + 1] ?? "");
-  return kept;
-}
-
 /** What a 304 repeats of the 200 it stands for (RFC 9110 §15.4.5). */
 const NOT_MODIFIED_HEADERS = new Set([
   "cache-control",
@@ -400,11 +396,12 @@ const NOT_MODIFIED_HEADERS = new Set([
   "vary",
 ]);
 
-function notModifiedHeaders(flat: string[]): string[] {
+/** The entries of a flat [name, value, …] header list whose names `keep` accepts. */
+function pickHeaders(flat: string[], keep: (name: string) => boolean): string[] {
   const kept: string[] = [];
   for (let i = 0; i < flat.length; i += 2) {
     const name = flat[i] ?? "";
-    if (NOT_MODIFIED_HEADERS.has(name)) kept.push(name, flat[i + 1] ?? "");
+    if (keep(name)) kept.push(name, flat[i + 1] ?? "");
   }
   return kept;
 }
