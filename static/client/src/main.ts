@@ -30,6 +30,7 @@ const view = {
   roomTitle: $("room-title"),
   older: $<HTMLButtonElement>("older"),
   messages: $<HTMLOListElement>("messages"),
+  newer: $<HTMLButtonElement>("newer"),
   composer: $<HTMLFormElement>("composer"),
   body: $<HTMLTextAreaElement>("body"),
 };
@@ -51,6 +52,8 @@ const state = {
   firstSeq: 0,
   lastSeq: 0,
   mine: new Set<string>(),
+  /** Messages that arrived below while the user read further up. */
+  unseen: 0,
   /** Messages apply one at a time, so a gap fill and live arrivals never interleave. */
   applying: Promise.resolve(),
   /** When the kept token was last checked with the server (a failing transport rechecks it). */
@@ -151,12 +154,30 @@ function receive(message: Message): void {
 
 function append(message: Message): void {
   if (message.seq !== state.lastSeq + 1) return;
-  const atBottom =
-    view.messages.scrollHeight - view.messages.scrollTop - view.messages.clientHeight < 40;
+  const follow = isAtBottom() || state.mine.has(message.client_id ?? "");
   view.messages.append(renderMessage(message));
   state.lastSeq = message.seq;
   if (state.firstSeq === 0) state.firstSeq = message.seq;
-  if (atBottom) view.messages.scrollTop = view.messages.scrollHeight;
+  if (follow) scrollToNewest();
+  else showUnseen(state.unseen + 1);
+}
+
+/** Within a few pixels of the newest message: the list follows what arrives. */
+function isAtBottom(): boolean {
+  const list = view.messages;
+  return list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+}
+
+function scrollToNewest(): void {
+  view.messages.scrollTop = view.messages.scrollHeight;
+  showUnseen(0);
+}
+
+/** Someone reading older messages is not pulled down; a button says what came meanwhile. */
+function showUnseen(count: number): void {
+  state.unseen = count;
+  view.newer.hidden = count === 0;
+  view.newer.textContent = `${count} new message${count === 1 ? "" : "s"} ↓`;
 }
 
 /** Runs a button's page load with the button disabled: a second click would load it twice. */
@@ -178,7 +199,10 @@ async function loadOlder(): Promise<void> {
   if (!page || visit !== state.visit) return;
   clearNotice("room");
   const { messages } = page;
+  // What the user was reading stays where it was on screen, the older page above it.
+  const fromBottom = view.messages.scrollHeight - view.messages.scrollTop;
   view.messages.prepend(...messages.map(renderMessage));
+  view.messages.scrollTop = view.messages.scrollHeight - fromBottom;
   state.firstSeq = messages[0]?.seq ?? state.firstSeq;
   view.older.hidden = state.firstSeq <= 1;
 }
@@ -191,6 +215,7 @@ async function enterRoom(room: string): Promise<void> {
   state.firstSeq = 0;
   state.lastSeq = 0;
   view.messages.replaceChildren();
+  showUnseen(0);
   view.roomTitle.textContent = `#${room}`;
   updateUrl();
   // All at once: through a far edge each is a round trip to the origin.
@@ -383,6 +408,10 @@ view.transport.addEventListener("change", () => {
   connect();
 });
 view.older.addEventListener("click", () => void onePageAtATime(view.older, loadOlder));
+view.newer.addEventListener("click", scrollToNewest);
+view.messages.addEventListener("scroll", () => state.unseen > 0 && isAtBottom() && showUnseen(0), {
+  passive: true,
+});
 view.moreRooms.addEventListener(
   "click",
   () => void onePageAtATime(view.moreRooms, () => loadRooms(true)),
