@@ -226,6 +226,44 @@ describe("the page", () => {
     await page.close();
   });
 
+  it("web addresses in a message are links, and a message from another day shows its date", async () => {
+    const room = freshRoom("links");
+    const body = "see https://example.com/a_(b)?c=d, not javascript:alert(1) nor <http://x.test/>.";
+    await sendReliably(() => cluster.gatewayUrl ?? "", room, body, `${room}-1`);
+    const links = async (page: Page) =>
+      page
+        .locator("#messages a")
+        .evaluateAll((anchors) =>
+          anchors.map((a) => [a.getAttribute("href"), a.textContent, a.getAttribute("rel")]),
+        );
+    const shownTime = (page: Page) => page.locator("#messages time").first().textContent();
+
+    const today = await newPage({ locale: "en-US" });
+    await today.goto(`${cluster.edgeUrl}/chat?room=${room}&transport=sse`);
+    await expect.poll(() => texts(today), { timeout: 10_000 }).toEqual([body]);
+    expect(await links(today)).toEqual([
+      [
+        "https://example.com/a_(b)?c=d",
+        "https://example.com/a_(b)?c=d",
+        "noopener noreferrer nofollow",
+      ],
+      ["http://x.test/", "http://x.test/", "noopener noreferrer nofollow"],
+    ]);
+    expect(await shownTime(today)).toMatch(/^\d{1,2}:\d{2}\s[AP]M$/);
+
+    const threeDaysLater = await newPage({ locale: "en-US" });
+    await threeDaysLater.clock.setFixedTime(Date.now() + 3 * 24 * 3600_000);
+    await threeDaysLater.goto(`${cluster.edgeUrl}/chat?room=${room}&transport=sse`);
+    await expect.poll(() => texts(threeDaysLater), { timeout: 10_000 }).toEqual([body]);
+    expect(await shownTime(threeDaysLater)).toMatch(
+      /^[A-Z][a-z]{2} \d{1,2}(, \d{4})?, \d{1,2}:\d{2}\s[AP]M$/,
+    );
+    for (const page of [today, threeDaysLater]) {
+      expect(consoleErrors.get(page)).toEqual([]);
+      await page.close();
+    }
+  });
+
   it("a message a busy node refuses over the socket (retryable) is sent again until it lands, once", async () => {
     const busy = await inProcessNode(cluster, { NODE_ID: "busy", ...ONE_PG_CONNECTION });
     const room = freshRoom("refused");

@@ -10,6 +10,7 @@ import {
   sessionIsValid,
 } from "./api.ts";
 import { type Live, openLive, type TransportName } from "./live.ts";
+import { renderMessage } from "./render.ts";
 
 /**
  * The chat page: the thesis's four client prototypes (polling, long polling, streaming,
@@ -116,24 +117,8 @@ async function renewIfRefused(): Promise<boolean> {
   return true;
 }
 
-function renderMessage(message: Message): HTMLLIElement {
-  const item = document.createElement("li");
-  item.className = state.mine.has(message.client_id ?? "") ? "message mine" : "message";
-  item.dataset.seq = String(message.seq);
-  const meta = document.createElement("div");
-  meta.className = "meta";
-  const who = document.createElement("strong");
-  who.textContent = message.user;
-  const when = document.createElement("time");
-  when.dateTime = message.at;
-  when.textContent = new Date(message.at).toLocaleTimeString();
-  meta.append(who, when);
-  const text = document.createElement("div");
-  text.className = "text";
-  text.textContent = message.body;
-  item.append(meta, text);
-  return item;
-}
+const isMine = (message: Message) => state.mine.has(message.client_id ?? "");
+const render = (message: Message) => renderMessage(message, isMine(message));
 
 /** Exactly once, in order: older seqs are dropped, a gap is filled from history first. */
 function receive(message: Message): void {
@@ -154,8 +139,8 @@ function receive(message: Message): void {
 
 function append(message: Message): void {
   if (message.seq !== state.lastSeq + 1) return;
-  const follow = isAtBottom() || state.mine.has(message.client_id ?? "");
-  view.messages.append(renderMessage(message));
+  const follow = isAtBottom() || isMine(message);
+  view.messages.append(render(message));
   state.lastSeq = message.seq;
   if (state.firstSeq === 0) state.firstSeq = message.seq;
   if (follow) scrollToNewest();
@@ -201,7 +186,7 @@ async function loadOlder(): Promise<void> {
   const { messages } = page;
   // What the user was reading stays where it was on screen, the older page above it.
   const fromBottom = view.messages.scrollHeight - view.messages.scrollTop;
-  view.messages.prepend(...messages.map(renderMessage));
+  view.messages.prepend(...messages.map(render));
   view.messages.scrollTop = view.messages.scrollHeight - fromBottom;
   state.firstSeq = messages[0]?.seq ?? state.firstSeq;
   view.older.hidden = state.firstSeq <= 1;
