@@ -298,6 +298,29 @@ describe("bad input gets the documented JSON error and loses nothing", () => {
     expect(await allowed("POST", "/nothing-here")).toBeNull(); // 404: no method would do
   });
 
+  it("a query number out of bounds says which bound and which setting; after and before do not mix", async () => {
+    const error = async (query: string) =>
+      (await call(`/api/rooms/${room}/messages?${query}`)).body.error?.message;
+    expect(await error("limit=0")).toBe("limit: must be at least 1"); // was "must be a whole number"
+    expect(await error("limit=1001")).toBe("limit: must be at most 1000 (HISTORY_MAX_LIMIT)");
+    expect(await error("wait=31")).toBe("wait: must be at most 30 seconds (LONGPOLL_MAX_WAIT_S)");
+    expect(await error("after=1e3")).toBe("after: must be a whole number"); // was read as 1000
+    expect(await error("after=0x10")).toBe("after: must be a whole number");
+    expect(await error("after=1&before=5")).toBe(
+      "before: cannot be used with after (after pages forward, before pages back)",
+    ); // was the page before 5, from seq 1: neither meaning of after=1
+    expect(await error("before=5&wait=1")).toBe(
+      "wait: applies to after (a poll), not to before (a page back)",
+    );
+    expect((await call("/api/rooms?limit=1001")).body.error.message).toBe(
+      "limit: must be at most 1000 (ROOM_LIST_MAX_LIMIT)",
+    );
+    // An unfilled form field is no value: the defaults apply.
+    const blank = await call(`/api/rooms/${room}/messages?after=&limit=&wait=`);
+    expect(blank).toMatchObject({ status: 200, body: { messages: expect.any(Array) } });
+    expect((await call(`/api/rooms/${room}/messages?wait=0.2`)).status).toBe(200);
+  });
+
   it("says what was wrong: a form sent where JSON belongs, each bad field once, with its name", async () => {
     const form = await call(`/api/rooms/${room}/messages`, {
       method: "POST",

@@ -46,26 +46,59 @@ export function parseSendInput(
   return { body, clientId: clientId.data };
 }
 
-const WHOLE_NUMBER = { error: "must be a whole number" };
-const count = (max: number) => z.coerce.number(WHOLE_NUMBER).int(WHOLE_NUMBER).min(0).max(max);
+/** "after: must be at most 1000 (HISTORY_MAX_LIMIT)": a bound names the setting behind it. */
+const atMost = (max: number, setting?: string, unit = "") =>
+  `must be at most ${max}${unit}${setting ? ` (${setting})` : ""}`;
+
+/** An empty query value counts as absent, as an HTML form sends an unfilled field. */
+const blankIsAbsent = <T extends z.ZodType>(schema: T) =>
+  z.preprocess((value) => (value === "" ? undefined : value), schema.optional());
+
+/** A whole number from a query string in decimal digits: "1e3" and "-1" are refused. */
+const count = (min: number, max: number, setting?: string) =>
+  blankIsAbsent(
+    z
+      .string()
+      .regex(/^\d+$/, "must be a whole number")
+      .transform(Number)
+      .pipe(z.number().min(min, `must be at least ${min}`).max(max, atMost(max, setting))),
+  );
 
 /** A page size from a query: 1 to `max`, `fallback` (never above `max`) when absent. */
-export const pageLimit = (max: number, fallback: number) =>
-  count(max).min(1).default(Math.min(fallback, max));
+export const pageLimit = (max: number, fallback: number, setting: string) =>
+  count(1, max, setting).transform((limit) => limit ?? Math.min(fallback, max));
 
-/** Query of history, short poll and long poll: `after`, `limit`, `wait`. */
+/** Seconds from a query, decimals allowed: the wait of a long poll. */
+const seconds = (max: number, setting: string) =>
+  blankIsAbsent(
+    z
+      .string()
+      .regex(/^\d+(\.\d+)?$/, "must be a number of seconds")
+      .transform(Number)
+      .pipe(z.number().max(max, atMost(max, setting, " seconds"))),
+  );
+
+/**
+ * Query of history, short poll and long poll: `after`, `limit`, `wait`; or `before` and
+ * `limit` for a page of scroll-back, which neither starts after a seq nor waits.
+ */
 export function historyQuerySchema(config: NodeConfig) {
-  return z.object({
-    after: count(Number.MAX_SAFE_INTEGER).default(0),
-    /** Scroll-back: the `limit` messages before this seq instead of after `after`. */
-    before: count(Number.MAX_SAFE_INTEGER).min(1).optional(),
-    limit: pageLimit(config.HISTORY_MAX_LIMIT, config.HISTORY_DEFAULT_LIMIT),
-    wait: z.coerce
-      .number({ error: "must be a number of seconds" })
-      .min(0)
-      .max(config.LONGPOLL_MAX_WAIT_S)
-      .default(0),
-  });
+  return z
+    .object({
+      after: count(0, Number.MAX_SAFE_INTEGER),
+      before: count(1, Number.MAX_SAFE_INTEGER),
+      limit: pageLimit(config.HISTORY_MAX_LIMIT, config.HISTORY_DEFAULT_LIMIT, "HISTORY_MAX_LIMIT"),
+      wait: seconds(config.LONGPOLL_MAX_WAIT_S, "LONGPOLL_MAX_WAIT_S"),
+    })
+    .refine((query) => query.before === undefined || query.after === undefined, {
+      message: "cannot be used with after (after pages forward, before pages back)",
+      path: ["before"],
+    })
+    .refine((query) => query.before === undefined || query.wait === undefined, {
+      message: "applies to after (a poll), not to before (a page back)",
+      path: ["wait"],
+    })
+    .transform(({ after = 0, wait = 0, ...rest }) => ({ after, wait, ...rest }));
 }
 
 /** Parses with a zod schema; a failure is a 400 naming each bad field and its first broken rule. */

@@ -9,7 +9,11 @@ import { parseRoomName } from "./room-name.ts";
 function roomListQuerySchema(config: NodeConfig) {
   return z.object({
     after: z.string().max(64).default(""),
-    limit: pageLimit(config.ROOM_LIST_MAX_LIMIT, config.ROOM_LIST_DEFAULT_LIMIT),
+    limit: pageLimit(
+      config.ROOM_LIST_MAX_LIMIT,
+      config.ROOM_LIST_DEFAULT_LIMIT,
+      "ROOM_LIST_MAX_LIMIT",
+    ),
   });
 }
 
