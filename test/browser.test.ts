@@ -226,6 +226,29 @@ describe("the page", () => {
     await page.close();
   });
 
+  it("the tab's title names the room and counts what others said while it was in the background", async () => {
+    const room = freshRoom("title");
+    await sendReliably(() => cluster.gatewayUrl ?? "", room, "said before", `${room}-0`);
+    const page = await openChat(cluster.edgeUrl ?? "", room, "websocket", "tia");
+    await expect.poll(() => texts(page), { timeout: 10_000 }).toEqual(["said before"]);
+    expect(await page.title()).toBe(`#${room} · chat`);
+    // Headless Chromium shows every page; the page is told the tab went to the background.
+    const setHidden = (hidden: boolean) =>
+      page.evaluate((value) => {
+        Object.defineProperty(document, "hidden", { configurable: true, get: () => value });
+        document.dispatchEvent(new Event("visibilitychange"));
+      }, hidden);
+    await setHidden(true);
+    for (let i = 1; i <= 2; i++)
+      await sendReliably(() => cluster.gatewayUrl ?? "", room, `while away ${i}`, `${room}-${i}`);
+    await say(page, "my own, from another window of mine");
+    await expect.poll(() => texts(page), { timeout: 10_000 }).toHaveLength(4);
+    expect(await page.title()).toBe(`(2) #${room} · chat`); // history and one's own not counted
+    await setHidden(false);
+    expect(await page.title()).toBe(`#${room} · chat`);
+    await page.close();
+  });
+
   it("web addresses in a message are links, and a message from another day shows its date", async () => {
     const room = freshRoom("links");
     const body = "see https://example.com/a_(b)?c=d, not javascript:alert(1) nor <http://x.test/>.";

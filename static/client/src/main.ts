@@ -55,6 +55,8 @@ const state = {
   mine: new Set<string>(),
   /** Messages that arrived below while the user read further up. */
   unseen: 0,
+  /** Messages from others that arrived while the tab was hidden: counted in its title. */
+  unread: 0,
   /** Messages apply one at a time, so a gap fill and live arrivals never interleave. */
   applying: Promise.resolve(),
   /** When the kept token was last checked with the server (a failing transport rechecks it). */
@@ -131,10 +133,17 @@ function receive(message: Message): void {
         limit: message.seq - state.lastSeq - 1,
       });
       if (visit !== state.visit) return;
-      for (const missed of messages) append(missed);
+      for (const missed of messages) appendLive(missed);
     }
-    if (message.seq === state.lastSeq + 1) append(message);
+    appendLive(message);
   });
+}
+
+/** A message that arrived live, not with the history shown on entering: it may be unread. */
+function appendLive(message: Message): void {
+  if (message.seq !== state.lastSeq + 1) return;
+  append(message);
+  if (document.hidden && !isMine(message)) showUnread(state.unread + 1);
 }
 
 function append(message: Message): void {
@@ -145,6 +154,12 @@ function append(message: Message): void {
   if (state.firstSeq === 0) state.firstSeq = message.seq;
   if (follow) scrollToNewest();
   else showUnseen(state.unseen + 1);
+}
+
+/** The tab's title names the room, and what came while the tab was in the background. */
+function showUnread(count: number): void {
+  state.unread = count;
+  document.title = `${count > 0 ? `(${count}) ` : ""}#${state.room} · chat`;
 }
 
 /** Within a few pixels of the newest message: the list follows what arrives. */
@@ -201,6 +216,7 @@ async function enterRoom(room: string): Promise<void> {
   state.lastSeq = 0;
   view.messages.replaceChildren();
   showUnseen(0);
+  showUnread(0);
   view.roomTitle.textContent = `#${room}`;
   updateUrl();
   // All at once: through a far edge each is a round trip to the origin.
@@ -394,6 +410,7 @@ view.transport.addEventListener("change", () => {
 });
 view.older.addEventListener("click", () => void onePageAtATime(view.older, loadOlder));
 view.newer.addEventListener("click", scrollToNewest);
+document.addEventListener("visibilitychange", () => !document.hidden && showUnread(0));
 view.messages.addEventListener("scroll", () => state.unseen > 0 && isAtBottom() && showUnseen(0), {
   passive: true,
 });
