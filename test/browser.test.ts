@@ -226,6 +226,33 @@ describe("the page", () => {
     await page.close();
   });
 
+  it("a tab left open in a busy room keeps its latest 500 messages, and brings older ones back on request", async () => {
+    const room = freshRoom("long-open");
+    const page = await openChat(cluster.edgeUrl ?? "", room, "websocket", "lev");
+    for (let first = 1; first <= 560; first += 20) {
+      // Twenty at a time: the page sees them live, in whatever order they are stored.
+      await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          sendReliably(
+            () => cluster.gatewayUrl ?? "",
+            room,
+            `m${first + i}`,
+            `${room}-${first + i}`,
+          ),
+        ),
+      );
+    }
+    await expect.poll(async () => (await seqsShown(page)).at(-1), { timeout: 20_000 }).toBe(560);
+    const range = (from: number, to: number) =>
+      Array.from({ length: to - from + 1 }, (_, i) => from + i);
+    // Trimmed to 500 when it reached 550, then ten more arrived.
+    expect(await seqsShown(page)).toEqual(range(51, 560));
+    await page.getByRole("button", { name: "Load older messages" }).click();
+    await expect.poll(() => seqsShown(page), { timeout: 10_000 }).toEqual(range(1, 560));
+    expect(await page.getByRole("button", { name: "Load older messages" }).isHidden()).toBe(true);
+    await page.close();
+  });
+
   it("the tab's title names the room and counts what others said while it was in the background", async () => {
     const room = freshRoom("title");
     await sendReliably(() => cluster.gatewayUrl ?? "", room, "said before", `${room}-0`);
@@ -234,10 +261,10 @@ describe("the page", () => {
     expect(await page.title()).toBe(`#${room} · chat`);
     // Headless Chromium shows every page; the page is told the tab went to the background.
     const setHidden = (hidden: boolean) =>
-      page.evaluate((value) => {
-        Object.defineProperty(document, "hidden", { configurable: true, get: () => value });
+      page.evaluate(`
+        Object.defineProperty(document, "hidden", { configurable: true, get: () => ${hidden} });
         document.dispatchEvent(new Event("visibilitychange"));
-      }, hidden);
+      `);
     await setHidden(true);
     for (let i = 1; i <= 2; i++)
       await sendReliably(() => cluster.gatewayUrl ?? "", room, `while away ${i}`, `${room}-${i}`);

@@ -152,8 +152,25 @@ function append(message: Message): void {
   view.messages.append(render(message));
   state.lastSeq = message.seq;
   if (state.firstSeq === 0) state.firstSeq = message.seq;
-  if (follow) scrollToNewest();
-  else showUnseen(state.unseen + 1);
+  if (follow) {
+    dropOldestBeyond(MAX_SHOWN);
+    scrollToNewest();
+  } else showUnseen(state.unseen + 1);
+}
+
+/** Messages kept on the page: a tab left open in a busy room would otherwise grow for ever. */
+const MAX_SHOWN = 500;
+
+/**
+ * Lets the oldest messages go once the list is a page of 50 past `max`, only while the user
+ * follows the newest (nothing moves under a reader); "Load older messages" brings them back.
+ */
+function dropOldestBeyond(max: number): void {
+  const list = view.messages;
+  if (list.childElementCount < max + 50) return;
+  while (list.childElementCount > max) list.firstElementChild?.remove();
+  state.firstSeq = Number((list.firstElementChild as HTMLElement | null)?.dataset.seq);
+  view.older.hidden = false;
 }
 
 /** The tab's title names the room, and what came while the tab was in the background. */
