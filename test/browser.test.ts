@@ -226,6 +226,49 @@ describe("the page", () => {
     await page.close();
   });
 
+  it("a message lost on the socket is fetched before the next one shows, even when the first fetches fail or come back short", async () => {
+    const room = freshRoom("gap");
+    const page = await newPage();
+    // The socket loses the broadcast of seq 2; everything else passes through untouched.
+    await page.routeWebSocket(/\/socket\/websocket/, (socket) => {
+      const server = socket.connectToServer();
+      server.onMessage((frame) => {
+        if (
+          !(typeof frame === "string" && frame.includes('"publish"') && frame.includes('"seq":2,'))
+        )
+          socket.send(frame);
+      });
+    });
+    // The first ask for what followed seq 1 gets nothing, as from a replica behind; the
+    // second a 503, as from a node going away; the third is answered.
+    let asked = 0;
+    await page.route(
+      (url) =>
+        url.pathname === `/api/rooms/${room}/messages` && url.searchParams.get("after") === "1",
+      (route) => {
+        asked++;
+        if (asked === 1) return route.fulfill({ json: { messages: [] } });
+        if (asked === 2) return route.fulfill({ status: 503, json: {} });
+        return route.continue();
+      },
+    );
+    await page.goto(`${cluster.edgeUrl}/chat?room=${room}&transport=websocket`);
+    await expect
+      .poll(() => page.locator("#status").textContent(), { timeout: 15_000 })
+      .toContain("connected");
+    const post = (i: number) =>
+      sendReliably(() => cluster.gatewayUrl ?? "", room, `m${i}`, `${room}-${i}`);
+    await post(1);
+    await expect.poll(() => texts(page), { timeout: 10_000 }).toEqual(["m1"]);
+    await post(2);
+    await post(3);
+    await expect.poll(() => texts(page), { timeout: 15_000 }).toEqual(["m1", "m2", "m3"]);
+    expect(asked).toBe(3);
+    await post(4); // the page still takes live messages
+    await expect.poll(() => texts(page), { timeout: 10_000 }).toEqual(["m1", "m2", "m3", "m4"]);
+    await page.close();
+  });
+
   it("a tab left open in a busy room keeps its latest 500 messages, and brings older ones back on request", async () => {
     const room = freshRoom("long-open");
     const page = await openChat(cluster.edgeUrl ?? "", room, "websocket", "lev");

@@ -126,28 +126,43 @@ const render = (message: Message) => renderMessage(message, isMine(message));
 function receive(message: Message): void {
   state.applying = state.applying.then(async () => {
     if (message.room !== state.room || message.seq <= state.lastSeq) return;
-    if (message.seq > state.lastSeq + 1) {
-      const visit = state.visit;
-      const { messages } = await history(state.room, {
-        after: state.lastSeq,
-        limit: message.seq - state.lastSeq - 1,
-      });
-      if (visit !== state.visit) return;
-      for (const missed of messages) appendLive(missed);
-    }
-    appendLive(message);
+    if (await fillGapBefore(message.seq, state.visit)) appendLive(message);
   });
 }
 
-/** A message that arrived live, not with the history shown on entering: it may be unread. */
-function appendLive(message: Message): void {
-  if (message.seq !== state.lastSeq + 1) return;
-  append(message);
-  if (document.hidden && !isMine(message)) showUnread(state.unread + 1);
+const GAP_PAGE = 50;
+
+/**
+ * Fetches what is missing before `seq`, a page at a time. A failed answer (a node going away)
+ * or a short one (a replica behind) is asked again after a pause, so one bad answer can
+ * neither stop the list nor let a message show out of order. False if the user left the room.
+ */
+async function fillGapBefore(seq: number, visit: number): Promise<boolean> {
+  for (let failures = 0; state.lastSeq < seq - 1 && visit === state.visit; ) {
+    const missing = seq - 1 - state.lastSeq;
+    const page = await history(state.room, {
+      after: state.lastSeq,
+      limit: Math.min(GAP_PAGE, missing),
+    }).catch(() => undefined);
+    if (visit !== state.visit) break;
+    for (const missed of page?.messages ?? []) appendLive(missed);
+    const progressed = seq - 1 - state.lastSeq < missing;
+    failures = progressed ? 0 : failures + 1;
+    if (failures > 0) await pause(Math.min(5000, 250 * 2 ** failures));
+  }
+  return visit === state.visit;
 }
 
-function append(message: Message): void {
-  if (message.seq !== state.lastSeq + 1) return;
+const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A message that arrived live, not with the history shown on entering: it may be unread. */
+function appendLive(message: Message): void {
+  if (append(message) && document.hidden && !isMine(message)) showUnread(state.unread + 1);
+}
+
+/** Shows the room's next message; any other seq is not shown (false). */
+function append(message: Message): boolean {
+  if (message.seq !== state.lastSeq + 1) return false;
   const follow = isAtBottom() || isMine(message);
   view.messages.append(render(message));
   state.lastSeq = message.seq;
@@ -156,6 +171,7 @@ function append(message: Message): void {
     dropOldestBeyond(MAX_SHOWN);
     scrollToNewest();
   } else showUnseen(state.unseen + 1);
+  return true;
 }
 
 /** Messages kept on the page: a tab left open in a busy room would otherwise grow for ever. */
@@ -266,7 +282,7 @@ async function latestMessages(room: string, visit: number): Promise<Message[] | 
         return undefined;
       }
       setStatus(`waiting for the server: ${describe(error)}`);
-      await new Promise((resolve) => setTimeout(resolve, Math.min(5000, 500 * attempt)));
+      await pause(Math.min(5000, 500 * attempt));
     }
   }
   return undefined;
