@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { launchChromium } from "../cluster/chromium.ts";
 import { REPO_ROOT } from "../cluster/launcher.ts";
 import { TokenIssuer } from "../services/src/identity/tokens.ts";
-import { history, sendReliably, sleep } from "./support/clients.ts";
+import { history, send, sendReliably, sleep } from "./support/clients.ts";
 import {
   freshRoom,
   inProcessNode,
@@ -155,6 +155,40 @@ describe.each(["websocket", "longpoll", "sse", "polling"])(
         await page.close();
         await cluster.startNode(victim);
       }
+    });
+  },
+);
+
+describe.each(["websocket", "longpoll", "sse", "polling"])(
+  "a page over %s while every node is down for seconds",
+  (transport) => {
+    it("comes back by itself once they are up, and shows what is said then", async () => {
+      const room = freshRoom(`outage-${transport}`);
+      const page = await openChat(cluster.edgeUrl ?? "", room, transport, "una");
+      await say(page, "before");
+      await expect.poll(() => texts(page), { timeout: 10_000 }).toEqual(["before"]);
+      await Promise.all([cluster.stopNode(0, "SIGKILL"), cluster.stopNode(1, "SIGKILL")]);
+      try {
+        // Each transport notices: a long poll held on a killed node is cut and asked again.
+        await expect
+          .poll(() => page.locator("#status").textContent(), { timeout: 10_000 })
+          .toContain("reconnecting");
+        await sleep(3000); // the gateway answers 503 meanwhile: no node to send it to
+      } finally {
+        await Promise.all([cluster.startNode(0), cluster.startNode(1)]);
+      }
+      // Sent once the gateway takes a node back (its next health check), under one client id.
+      const sent = () =>
+        send(cluster.gatewayUrl ?? "", room, "after", { clientId: `${room}-after` }).then(
+          () => true,
+          () => false,
+        );
+      await expect.poll(sent, { timeout: 20_000 }).toBe(true);
+      await expect.poll(() => texts(page), { timeout: 30_000 }).toEqual(["before", "after"]);
+      await expect
+        .poll(() => page.locator("#status").textContent(), { timeout: 10_000 })
+        .toContain("connected");
+      await page.close();
     });
   },
 );

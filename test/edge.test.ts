@@ -204,6 +204,14 @@ describe("edge cache", () => {
       expect(JSON.parse(uncached.body.toString())).toMatchObject({
         error: { code: "unavailable" },
       });
+      expect(JSON.parse(uncached.body.toString())).not.toHaveProperty("status");
+      // phoenix.js reads a long poll's status from the body, and stopped for good without one.
+      const poll = await get("/socket/longpoll?vsn=2.0.0");
+      expect(poll.status).toBe(502);
+      expect(JSON.parse(poll.body.toString())).toEqual({
+        status: 500,
+        error: { code: "unavailable", message: expect.any(String), retryable: true },
+      });
     } finally {
       await startOrigin(originPort);
     }

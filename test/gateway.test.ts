@@ -516,6 +516,9 @@ describe("the gateway", () => {
         error: { code: expect.any(String), message: expect.any(String) },
       });
       expect(text).not.toMatch(/\bat .*\.(ts|js):\d+/);
+      // phoenix.js reads a long poll's status from the body, and stopped for good without one.
+      const poll = await fetch(`${gateway}/socket/longpoll?vsn=2.0.0&token=x`);
+      expect(await poll.json()).toMatchObject({ status: 500, error: { code: expect.any(String) } });
     } finally {
       await Promise.all(running.map((i) => cluster.startNode(i)));
     }

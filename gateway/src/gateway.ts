@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import {
   answerClientError,
   answerRaw,
+  ChatError,
   discardBodyLeftAfterAnswer,
   type Logger,
   listenOn,
@@ -77,7 +78,7 @@ export function createGateway(
         "content-type": "application/json",
         "retry-after": String(refusal.retryAfter),
       });
-      res.end(JSON.stringify(refusal.toBody()));
+      res.end(JSON.stringify(refusal.toBody(req.url)));
       return;
     }
     const path = (req.url ?? "/").split("?")[0];
@@ -93,9 +94,11 @@ export function createGateway(
     } catch (error) {
       log.warn({ err: error }, "request failed in the gateway");
       if (!res.headersSent)
-        json(res, 502, {
-          error: { code: "bad_gateway", message: "the gateway could not relay the request" },
-        });
+        json(
+          res,
+          502,
+          new ChatError("bad_gateway", "the gateway could not relay the request").toBody(req.url),
+        );
       else res.destroy();
     }
   }

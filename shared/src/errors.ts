@@ -1,4 +1,4 @@
-import { ERROR_STATUS, type ErrorBody, type ErrorCode } from "./wire.ts";
+import { ERROR_STATUS, type ErrorBody, type ErrorCode, PHOENIX_LONGPOLL_PATH } from "./wire.ts";
 
 /**
  * The one error type of the project: it knows its stable code, its HTTP status and whether
@@ -27,9 +27,21 @@ export class ChatError extends Error {
     return ERROR_STATUS[this.code];
   }
 
-  toBody(): ErrorBody {
+  /**
+   * The JSON body for a request to `path`. On Phoenix's LongPoll path it also says
+   * `status: 500`, the body's field phoenix.js reads: a body without a status it knows makes
+   * it throw and stop polling for good, where 500 makes it reconnect after a pause.
+   */
+  toBody(path?: string): ErrorBody {
     const error: ErrorBody["error"] = { code: this.code, message: this.message };
     if (this.retryable) error.retryable = true;
-    return { error };
+    return isPhoenixLongPoll(path) ? { status: 500, error } : { error };
   }
+}
+
+/** `path` may carry a query: the request's URL as Node hands it over. */
+function isPhoenixLongPoll(path: string | undefined): boolean {
+  if (path === undefined || !path.startsWith(PHOENIX_LONGPOLL_PATH)) return false;
+  const rest = path.charAt(PHOENIX_LONGPOLL_PATH.length);
+  return rest === "" || rest === "?" || rest === "/";
 }

@@ -59,7 +59,12 @@ export type ErrorCode = keyof typeof ERROR_STATUS;
 /** The JSON body of every HTTP error. */
 export interface ErrorBody {
   error: { code: ErrorCode; message: string; retryable?: boolean };
+  /** Only on Phoenix's LongPoll path, where phoenix.js reads the status from the body. */
+  status?: 500;
 }
+
+/** Phoenix's LongPoll endpoint (phoenix.js derives it from the socket's `/socket`). */
+export const PHOENIX_LONGPOLL_PATH = "/socket/longpoll";
 
 /** The SSE event name for a new message; the Phoenix broadcast event has the same name. */
 export const PUBLISH_EVENT = "publish";

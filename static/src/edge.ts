@@ -46,7 +46,7 @@ export function createEdge(config: EdgeConfig, log: Logger) {
     },
     (req, res) => {
       discardBodyLeftAfterAnswer(req, res, config);
-      route(req, res).catch((error: unknown) => fail(res, error));
+      route(req, res).catch((error: unknown) => fail(req, res, error));
     },
   );
   server.on("upgrade", (req, socket, head) => passthrough.ws(req, socket, head));
@@ -78,14 +78,19 @@ export function createEdge(config: EdgeConfig, log: Logger) {
     json(res, 200, { purged });
   }
 
-  function fail(res: ServerResponse, error: unknown): void {
+  function fail(req: IncomingMessage, res: ServerResponse, error: unknown): void {
     const chatError =
       error instanceof ChatError
         ? error
         : new ChatError("unavailable", "the origin could not answer; retry", { retryAfter: 1 });
     if (!(error instanceof ChatError)) log.warn({ err: error }, "edge request failed");
     if (res.headersSent) res.destroy();
-    else json(res, chatError.code === "unavailable" ? 502 : chatError.status, chatError.toBody());
+    else
+      json(
+        res,
+        chatError.code === "unavailable" ? 502 : chatError.status,
+        chatError.toBody(req.url),
+      );
   }
 
   /** `GET /metrics` (Prometheus) and `GET /healthz` (probes), on ADMIN_PORT. */

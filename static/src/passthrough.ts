@@ -32,7 +32,7 @@ export function createPassthrough(originUrl: string, metrics: EdgeMetrics, log: 
       if (!proxyRes.complete) res.destroy();
     });
   });
-  proxy.on("error", (error, _req, target) => {
+  proxy.on("error", (error, req, target) => {
     log.warn({ err: error }, "origin unreachable for a pass-through request");
     const unreachable = new ChatError("unavailable", "the origin is unreachable; retry", {
       retryAfter: 1,
@@ -41,7 +41,7 @@ export function createPassthrough(originUrl: string, metrics: EdgeMetrics, log: 
       const response = target as ServerResponse;
       if (!response.headersSent) {
         response.writeHead(502, { "content-type": "application/json", "retry-after": "1" });
-        response.end(JSON.stringify(unreachable.toBody()));
+        response.end(JSON.stringify(unreachable.toBody(req.url)));
       } else response.destroy();
     } else {
       // An upgrade not yet answered gets the same 502; one already relaying is cut.

@@ -107,6 +107,7 @@ export function createHttpProxy(deps: {
     else if (last?.held) relay(res, last.held);
     else
       fail(
+        req,
         res,
         last?.code ?? "unavailable",
         last ? "no node could answer; retry" : "no healthy node to route to; retry",
@@ -250,11 +251,11 @@ export function createHttpProxy(deps: {
     res.writeHead(held.status, headers).end(held.body);
   }
 
-  function fail(res: ServerResponse, code: ErrorCode, message: string): void {
+  function fail(req: IncomingMessage, res: ServerResponse, code: ErrorCode, message: string): void {
     const error = new ChatError(code, message, { retryAfter: 1, retryable: true });
     metrics.requests.inc({ status: error.status, upstream: "none" });
     res.writeHead(error.status, { "content-type": "application/json", "retry-after": "1" });
-    res.end(JSON.stringify(error.toBody()));
+    res.end(JSON.stringify(error.toBody(req.url)));
   }
 
   return { handle, close: () => proxy.close() };

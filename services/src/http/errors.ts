@@ -18,7 +18,7 @@ export function errorResponse(error: unknown, c: Context, log: Logger): Response
       "WWW-Authenticate",
       chatError.code === "invalid_token" ? 'Bearer error="invalid_token"' : "Bearer",
     );
-  return c.json(chatError.toBody(), chatError.status);
+  return c.json(chatError.toBody(c.req.path), chatError.status);
 }
 
 function toChatError(error: unknown): ChatError {

@@ -88,26 +88,46 @@ function phoenixLive(
   };
 }
 
-/** Streaming: EventSource resumes by itself with Last-Event-ID after any disconnect. */
+/**
+ * Streaming: EventSource resumes by itself with Last-Event-ID after a dropped connection, but
+ * gives up for good on an answer that is not a stream (a 502 while no node is up); then a new
+ * one is opened from the last seq shown, after a pause that grows to 5 s.
+ */
 function sseLive(
   room: string,
   lastSeq: () => number,
   token: string | undefined,
   handlers: LiveHandlers,
 ): Live {
-  const params = new URLSearchParams({ after: String(lastSeq()), ...(token ? { token } : {}) });
-  const source = new EventSource(`/api/rooms/${room}/stream?${params}`);
-  source.addEventListener("ready", (event) =>
-    handlers.onStatus("live", (JSON.parse(event.data) as { node: string }).node),
-  );
-  source.addEventListener("publish", (event) =>
-    handlers.onMessage(JSON.parse(event.data) as Message),
-  );
-  source.onerror = () => handlers.onStatus("reconnecting");
+  let source: EventSource;
+  let stopped = false;
+  let retries = 0;
+  let retryTimer: ReturnType<typeof setTimeout> | undefined;
+  const open = () => {
+    const params = new URLSearchParams({ after: String(lastSeq()), ...(token ? { token } : {}) });
+    source = new EventSource(`/api/rooms/${room}/stream?${params}`);
+    source.addEventListener("ready", (event) => {
+      retries = 0;
+      handlers.onStatus("live", (JSON.parse(event.data) as { node: string }).node);
+    });
+    source.addEventListener("publish", (event) =>
+      handlers.onMessage(JSON.parse(event.data) as Message),
+    );
+    source.onerror = () => {
+      handlers.onStatus("reconnecting");
+      if (source.readyState !== EventSource.CLOSED || stopped) return;
+      retryTimer = setTimeout(open, Math.min(5000, 500 * 2 ** retries++));
+    };
+  };
+  open();
   handlers.onPresence(null);
   return {
     send: (body, clientId) => sendOverHttp(room, body, clientId, token),
-    close: () => source.close(),
+    close: () => {
+      stopped = true;
+      clearTimeout(retryTimer);
+      source.close();
+    },
   };
 }
 

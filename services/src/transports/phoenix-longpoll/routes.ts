@@ -1,4 +1,4 @@
-import { ChatError, type User } from "@chat/shared";
+import { ChatError, PHOENIX_LONGPOLL_PATH, type User } from "@chat/shared";
 import type { Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { clientAddress } from "../../http/client-address.ts";
@@ -17,7 +17,6 @@ import {
   sessionToken,
 } from "./sessions.ts";
 
-const PATH = "/socket/longpoll";
 /** Messages one poll hands out per topic; the rest go with the next poll. */
 const POLL_BATCH = 500;
 const LOCK_MS = 10_000;
@@ -39,7 +38,7 @@ export function phoenixLongPollRoutes(app: App, services: NodeServices): void {
   const frames = new LongPollFrames(services, sessions);
   const answer = (c: Context, body: Record<string, unknown>) => c.json(body, 200);
 
-  app.get(PATH, async (c) => {
+  app.get(PHOENIX_LONGPOLL_PATH, async (c) => {
     const { session: token, userToken } = tokensOf(c);
     try {
       if (!token)
@@ -80,7 +79,7 @@ export function phoenixLongPollRoutes(app: App, services: NodeServices): void {
   });
 
   app.post(
-    PATH,
+    PHOENIX_LONGPOLL_PATH,
     bodyLimit({ maxSize: config.MAX_REQUEST_BYTES, onError: (c) => answer(c, { status: 413 }) }),
     async (c) => {
       const sid = tokensOf(c).session?.sid;
