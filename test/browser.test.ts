@@ -303,6 +303,26 @@ describe("the page", () => {
     await page.close();
   });
 
+  it("what a screen reader announces of the status changes with the connection, not on every poll", async () => {
+    const page = await newPage();
+    await page.goto(`${cluster.edgeUrl}/chat?room=${freshRoom("status")}&transport=polling`);
+    await expect
+      .poll(() => page.getByRole("status").textContent(), { timeout: 15_000 })
+      .toBe("polling · connected");
+    await page.evaluate(`
+      globalThis.changes = 0;
+      new MutationObserver((records) => (globalThis.changes += records.length)).observe(
+        document.querySelector("[role=status]"),
+        { childList: true, characterData: true, subtree: true },
+      );
+    `);
+    await sleep(3500); // three polls, each answered by one node or the other
+    expect(await nodeOf(page)).toBeGreaterThanOrEqual(0); // the node is still shown beside it
+    // Every poll rewrote the live region, which a screen reader reads out each time.
+    expect(await page.evaluate("globalThis.changes")).toBe(0);
+    await page.close();
+  });
+
   it("a tab left open in a busy room keeps its latest 500 messages, and brings older ones back on request", async () => {
     const room = freshRoom("long-open");
     const page = await openChat(cluster.edgeUrl ?? "", room, "websocket", "lev");

@@ -18,7 +18,8 @@ import { renderMessage } from "./render.ts";
  */
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const view = {
-  status: $("status"),
+  connection: $("connection"),
+  servedBy: $("served-by"),
   notice: $("notice"),
   nameForm: $<HTMLFormElement>("name-form"),
   name: $<HTMLInputElement>("name"),
@@ -64,8 +65,12 @@ const state = {
 };
 
 /** The connection's state: each transport updates it as it goes. */
-function setStatus(text: string): void {
-  view.status.textContent = text;
+/** The connection's state, and beside it the node serving the page (not announced). */
+function setStatus(text: string, node?: string | null): void {
+  // A live region announces every change, even to the same words: polling sets it each second.
+  if (view.connection.textContent !== text) view.connection.textContent = text;
+  const servedBy = node ? ` · node ${node}` : "";
+  if (view.servedBy.textContent !== servedBy) view.servedBy.textContent = servedBy;
 }
 
 /** What a notice is about, so that the next success of the same kind clears it. */
@@ -299,9 +304,7 @@ function connect(): void {
     onMessage: (message) => current() && receive(message),
     onStatus: (status, node) => {
       if (!current()) return;
-      setStatus(
-        `${transport} · ${status === "live" ? "connected" : "reconnecting…"}${node ? ` · node ${node}` : ""}`,
-      );
+      setStatus(`${transport} · ${status === "live" ? "connected" : "reconnecting…"}`, node);
       if (status === "reconnecting") void renewIfRefused().then((renewed) => renewed && connect());
     },
     onPresence: (names) => current() && renderPresence(names),
