@@ -183,7 +183,7 @@ describe.each(["websocket", "longpoll", "sse", "polling"])(
           () => true,
           () => false,
         );
-      await expect.poll(sent, { timeout: 20_000 }).toBe(true);
+      await expect.poll(sent, { timeout: 30_000 }).toBe(true);
       await expect.poll(() => texts(page), { timeout: 30_000 }).toEqual(["before", "after"]);
       await expect
         .poll(() => page.locator("#status").textContent(), { timeout: 10_000 })

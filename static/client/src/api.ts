@@ -110,12 +110,18 @@ export async function send(
     }
     const retryable = !response || isRetryable(response.status);
     if (response && (!retryable || attempt >= SEND_ATTEMPTS)) return json<Message>(response);
-    await new Promise((resolve) => setTimeout(resolve, retryDelayMs(response, attempt)));
+    await pause(retryDelayMs(response, attempt));
   }
 }
 
 function retryDelayMs(response: Response | undefined, attempt: number): number {
   const retryAfter = Number(response?.headers.get("retry-after"));
   if (retryAfter > 0) return retryAfter * 1000;
-  return Math.min(2000, 100 * 2 ** attempt);
+  return backoffMs(attempt + 1, 100, 2000);
 }
+
+/** How long to wait before asking again, attempt 1, 2, …: doubling from `firstMs` to `maxMs`. */
+export const backoffMs = (attempt: number, firstMs: number, maxMs = 5000) =>
+  Math.min(maxMs, firstMs * 2 ** (attempt - 1));
+
+export const pause = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

@@ -1,6 +1,6 @@
 import type { Message } from "@chat/shared";
 import { LongPoll, Presence, Socket } from "phoenix";
-import { history, send as sendOverHttp } from "./api.ts";
+import { backoffMs, history, pause, send as sendOverHttp } from "./api.ts";
 
 export type TransportName = "websocket" | "longpoll" | "sse" | "polling";
 
@@ -116,7 +116,7 @@ function sseLive(
     source.onerror = () => {
       handlers.onStatus("reconnecting");
       if (source.readyState !== EventSource.CLOSED || stopped) return;
-      retryTimer = setTimeout(open, Math.min(5000, 500 * 2 ** retries++));
+      retryTimer = setTimeout(open, backoffMs(++retries, 500));
     };
   };
   open();
@@ -148,7 +148,7 @@ function pollingLive(
       } catch {
         handlers.onStatus("reconnecting");
       }
-      await new Promise((resolve) => setTimeout(resolve, 1000));
+      await pause(1000);
     }
   };
   void tick();

@@ -1,11 +1,13 @@
 import type { Message } from "@chat/shared";
 import {
   ApiError,
+  backoffMs,
   createRoom,
   createSession,
   history,
   isRetryable,
   listRooms,
+  pause,
   type Session,
   sessionIsValid,
 } from "./api.ts";
@@ -153,12 +155,10 @@ async function fillGapBefore(seq: number, visit: number): Promise<boolean> {
     for (const missed of page?.messages ?? []) appendLive(missed);
     const progressed = seq - 1 - state.lastSeq < missing;
     failures = progressed ? 0 : failures + 1;
-    if (failures > 0) await pause(Math.min(5000, 250 * 2 ** failures));
+    if (failures > 0) await pause(backoffMs(failures, 500));
   }
   return visit === state.visit;
 }
-
-const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** A message that arrived live, not with the history shown on entering: it may be unread. */
 function appendLive(message: Message): void {
@@ -287,7 +287,7 @@ async function latestMessages(room: string, visit: number): Promise<Message[] | 
         return undefined;
       }
       setStatus(`waiting for the server: ${describe(error)}`);
-      await pause(Math.min(5000, 500 * attempt));
+      await pause(backoffMs(attempt, 500));
     }
   }
   return undefined;
