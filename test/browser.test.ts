@@ -54,6 +54,26 @@ async function openChat(
   return page;
 }
 
+/** A page on the edge in `room` over `transport`, once connected, under no name. */
+async function openRoom(
+  room: string,
+  transport: string,
+  options?: Parameters<Browser["newPage"]>[0],
+): Promise<Page> {
+  const page = await newPage(options);
+  await page.goto(`${cluster.edgeUrl}/chat?room=${room}&transport=${transport}`);
+  await expect
+    .poll(() => page.locator("#status").textContent(), { timeout: 15_000 })
+    .toContain("connected");
+  return page;
+}
+
+/** Stores m1…m`count` in `room`, one after another. */
+async function fillRoom(room: string, count: number): Promise<void> {
+  for (let i = 1; i <= count; i++)
+    await sendReliably(() => cluster.gatewayUrl ?? "", room, `m${i}`, `${room}-${i}`);
+}
+
 /** A page that records what its policy blocks and what it logs as errors. */
 async function newPage(options?: Parameters<Browser["newPage"]>[0]): Promise<Page> {
   const page = await browser.newPage(options);
@@ -221,13 +241,8 @@ describe("the page", () => {
 
   it("a busy room opens at its newest message above the message box, and a reader scrolled up is not pulled down", async () => {
     const room = freshRoom("busy");
-    for (let i = 1; i <= 40; i++)
-      await sendReliably(() => cluster.gatewayUrl ?? "", room, `m${i}`, `${room}-${i}`);
-    const page = await newPage({ viewport: { width: 1100, height: 750 } });
-    await page.goto(`${cluster.edgeUrl}/chat?room=${room}&transport=websocket`);
-    await expect
-      .poll(() => page.locator("#status").textContent(), { timeout: 15_000 })
-      .toContain("connected");
+    await fillRoom(room, 40);
+    const page = await openRoom(room, "websocket", { viewport: { width: 1100, height: 750 } });
     await expect.poll(() => texts(page), { timeout: 10_000 }).toHaveLength(40);
     const onScreen = async (selector: string) => {
       const box = await page.locator(selector).boundingBox();
@@ -597,13 +612,8 @@ describe("what the server refuses", () => {
 
   it("on a phone-sized screen, where the whole page scrolls, a refusal shows while the user is at the message box", async () => {
     const room = freshRoom("narrow");
-    for (let i = 1; i <= 30; i++)
-      await sendReliably(() => cluster.gatewayUrl ?? "", room, `m${i}`, `${room}-${i}`);
-    const page = await newPage({ viewport: { width: 390, height: 800 } });
-    await page.goto(`${cluster.edgeUrl}/chat?room=${room}&transport=websocket`);
-    await expect
-      .poll(() => page.locator("#status").textContent(), { timeout: 15_000 })
-      .toContain("connected");
+    await fillRoom(room, 30);
+    const page = await openRoom(room, "websocket", { viewport: { width: 390, height: 800 } });
     await page.getByLabel("Message").scrollIntoViewIfNeeded();
     await say(page, "x".repeat(5000));
     await expect

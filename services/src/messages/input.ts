@@ -78,11 +78,22 @@ const seconds = (max: number, setting: string) =>
       .pipe(z.number().max(max, atMost(max, setting, " seconds"))),
   );
 
+const historyQuerySchemas = new WeakMap<NodeConfig, ReturnType<typeof buildHistoryQuery>>();
+
+/** Built once per config, not per request: every poller asks once a second. */
+export function historyQuerySchema(config: NodeConfig) {
+  const built = historyQuerySchemas.get(config);
+  if (built) return built;
+  const schema = buildHistoryQuery(config);
+  historyQuerySchemas.set(config, schema);
+  return schema;
+}
+
 /**
  * Query of history, short poll and long poll: `after`, `limit`, `wait`; or `before` and
  * `limit` for a page of scroll-back, which neither starts after a seq nor waits.
  */
-export function historyQuerySchema(config: NodeConfig) {
+function buildHistoryQuery(config: NodeConfig) {
   return z
     .object({
       after: count(0, Number.MAX_SAFE_INTEGER),

@@ -100,7 +100,6 @@ function sseLive(
   handlers: LiveHandlers,
 ): Live {
   let source: EventSource;
-  let stopped = false;
   let retries = 0;
   let retryTimer: ReturnType<typeof setTimeout> | undefined;
   const open = () => {
@@ -115,7 +114,7 @@ function sseLive(
     );
     source.onerror = () => {
       handlers.onStatus("reconnecting");
-      if (source.readyState !== EventSource.CLOSED || stopped) return;
+      if (source.readyState !== EventSource.CLOSED) return; // EventSource retries this one
       retryTimer = setTimeout(open, backoffMs(++retries, 500));
     };
   };
@@ -124,7 +123,6 @@ function sseLive(
   return {
     send: (body, clientId) => sendOverHttp(room, body, clientId, token),
     close: () => {
-      stopped = true;
       clearTimeout(retryTimer);
       source.close();
     },
